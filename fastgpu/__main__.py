@@ -1,0 +1,78 @@
+"""`python -m fastgpu [overrides]`: compose the Hydra config, run it, print the summary."""
+
+import dataclasses
+import difflib
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf.errors import OmegaConfBaseException
+
+from fastgpu.config import register_schema
+from fastgpu.errors import FastGPUError
+from fastgpu.launch import RunFailed, launch
+from fastgpu.summary import format_summary
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+register_schema()
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def main(cfg) -> dict:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        metrics = launch(cfg, out_dir)
+    except RunFailed as failure:
+        line = f"fastgpu: error: {failure.record['error']}"
+        if multirun:
+            print(f"{line} [{out_dir}]", file=sys.stderr)
+            return failure.record
+        if failure.record["status"] != "failed" or isinstance(failure.__cause__, FastGPUError):
+            print(line, file=sys.stderr)
+            sys.exit(1)
+        raise failure.__cause__  # a bug, not a setting: keep the traceback
+    if metrics:
+        print(format_summary(metrics, title=f"FastGPU run: {out_dir}"))
+    return metrics
+
+
+def config_error_line(exc: Exception) -> str:
+    """Hydra's multi-line composition errors as one line that names the bad key or option and the fix."""
+    text = str(exc)
+    missing = re.match(r"In '[^']*': (Could not find '[^']+')\s+Available options in '([^']+)':\s+(.*?)Config search path", text, re.S)
+    if missing:
+        return f"{missing.group(1)}; available options in '{missing.group(2)}': {', '.join(missing.group(3).split())}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    line = text.splitlines()[0].rstrip(".")
+    detail = str(cause).splitlines()[0] if cause is not exc else ""
+    object_type = getattr(cause, "object_type", None)
+    key = getattr(cause, "key", None)
+    if key and object_type is not None and dataclasses.is_dataclass(object_type):
+        names = [f.name for f in dataclasses.fields(object_type)]
+        close = difflib.get_close_matches(str(key), names, n=1) if key not in names else []
+        if close:
+            detail += f" (did you mean '{close[0]}'?)"
+    hint = re.search(r"use (\+\S+)", text)
+    return "; ".join(filter(None, [line, detail, f"to add a new key use {hint.group(1)}" if hint else ""]))
+
+
+def cli() -> None:
+    # Let composition errors reach us instead of Hydra's multi-line report; we print one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"fastgpu: error: {config_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

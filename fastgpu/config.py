@@ -1,0 +1,109 @@
+"""The structured schema every composed config is validated against.
+
+Hydra merges conf/ YAML files onto these dataclasses, so a typo'd key or a wrongly typed value
+fails at composition with the key's name, before any work starts.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | mlp
+    width: int = 32  # small_cnn: channels of the first stage
+    hidden_dims: List[int] = field(default_factory=lambda: [256, 256])  # mlp
+    dropout: float = 0.0
+    stem: str = "auto"  # resnets: imagenet | cifar | auto (cifar-style stem for inputs <= 64 px)
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | synthetic | cifar10 | imagefolder
+    root: Optional[str] = None  # cifar10 / imagefolder: a local path, never downloaded
+    num_classes: int = 10
+    channels: int = 1
+    image_size: int = 8
+    train_samples: int = 0  # synthetic only
+    val_samples: int = 0  # synthetic only
+    val_fraction: float = 0.2  # digits only
+    batch_size: int = 64  # per process
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: Optional[int] = None
+    drop_last: bool = True
+
+
+@dataclass
+class PrecisionConfig:
+    name: str = "fp32"  # fp32 | tf32 | bf16 | fp16
+    fallback: Optional[str] = None  # precision to use where the device cannot do `name`; None: error
+
+
+@dataclass
+class ParallelConfig:
+    strategy: str = "none"  # none | ddp | fsdp
+    nproc_per_node: int = 1  # processes FastGPU starts itself (ignored under torchrun / srun)
+    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    master_port: int = 0  # 0: pick a free port
+
+
+@dataclass
+class CompressionConfig:
+    name: str = "none"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    warmup_steps: int = 5  # excluded from throughput and step-time statistics
+    log_every_n_steps: int = 25
+    eval_every_n_epochs: int = 1
+    target_accuracy: float = 0.95  # for time-to-accuracy
+    progress_bar: bool = True
+    checkpoint: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "fastgpu"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    job_type: str = "train"
+    name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    notes: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class FastGPUConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    optimizer: Any = None  # instantiated with hydra.utils.instantiate (_partial_: true)
+    scheduler: Any = None  # likewise; called with (optimizer, total_steps=N)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    compile: bool = False
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    channels_last: bool = False
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="fastgpu_schema", node=FastGPUConfig)

@@ -1,0 +1,153 @@
+"""Datasets and loaders: digits (bundled), synthetic, CIFAR-10 and ImageFolder from local paths."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
+
+from fastgpu.errors import FastGPUError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataBundle:
+    train: DataLoader
+    val: DataLoader
+    train_sampler: object  # has set_epoch() under DDP; else None
+
+
+def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1) -> DataBundle:
+    builders = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
+    if cfg.name not in builders:
+        raise FastGPUError(f"data.name={cfg.name!r} is not known; use one of {sorted(builders)}")
+    train_set, val_set = builders[cfg.name](cfg, seed)
+    if isinstance(train_set, TensorDataset):
+        return _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size)
+    return _item_loaders(cfg, train_set, val_set, seed, rank, world_size)
+
+
+def _digits(cfg, seed):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if (cfg.channels, cfg.image_size, cfg.num_classes) != (1, 8, 10):
+        raise FastGPUError("data=digits is 1x8x8 with 10 classes; leave data.channels/image_size/num_classes as they are")
+    images, labels = load_digits(return_X_y=True)
+    train_x, val_x, train_y, val_y = train_test_split(
+        images, labels, test_size=cfg.val_fraction, stratify=labels, random_state=seed
+    )
+    mean, std = train_x.mean(), train_x.std()
+
+    def to_tensors(x, y):
+        x = torch.tensor((x - mean) / std, dtype=torch.float32).reshape(-1, 1, 8, 8)
+        return TensorDataset(x, torch.tensor(y, dtype=torch.long))
+
+    return to_tensors(train_x, train_y), to_tensors(val_x, val_y)
+
+
+def _synthetic(cfg, seed):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+
+    def make(n):
+        if n <= 0:
+            raise FastGPUError("data=synthetic needs data.train_samples and data.val_samples > 0")
+        x = torch.randn((n, *shape), generator=generator)
+        y = torch.randint(0, cfg.num_classes, (n,), generator=generator)
+        return TensorDataset(x, y)
+
+    return make(cfg.train_samples), make(cfg.val_samples)
+
+
+def _require_root(cfg, expected: str, hint: str) -> Path:
+    if cfg.root in (None, "", "???"):
+        raise FastGPUError(f"data={cfg.name} needs data.root=/path/to/dataset ({hint}); FastGPU never downloads data")
+    root = Path(cfg.root).expanduser()
+    if not (root / expected).exists():
+        raise FastGPUError(
+            f"data.root={cfg.root}: expected {root / expected} ({hint}); FastGPU never downloads data, point data.root at a local copy"
+        )
+    return root
+
+
+def _cifar10(cfg, seed):
+    from torchvision import datasets, transforms as T
+
+    root = _require_root(cfg, "cifar-10-batches-py", "the extracted CIFAR-10 python archive")
+    normalize = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    val_tf = T.Compose([T.ToTensor(), normalize])
+    return (
+        datasets.CIFAR10(str(root), train=True, transform=train_tf, download=False),
+        datasets.CIFAR10(str(root), train=False, transform=val_tf, download=False),
+    )
+
+
+def imagefolder_transforms(image_size: int):
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    resize = round(image_size * 256 / 224)  # 256 for the standard 224 crop
+    train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    val_tf = T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(), normalize])
+    return train_tf, val_tf
+
+
+def _imagefolder(cfg, seed):
+    from torchvision import datasets
+
+    root = _require_root(cfg, "train", "an ImageNet-style folder with train/<class>/ and val/<class>/")
+    if not (root / "val").exists():
+        raise FastGPUError(f"data.root={cfg.root}: expected {root / 'val'} beside {root / 'train'}")
+    train_tf, val_tf = imagefolder_transforms(cfg.image_size)
+    train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+    val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    if len(train_set.classes) != cfg.num_classes:
+        raise FastGPUError(
+            f"data.root={cfg.root} has {len(train_set.classes)} classes but data.num_classes={cfg.num_classes}; "
+            f"set data.num_classes={len(train_set.classes)}"
+        )
+    return train_set, val_set
+
+
+def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):
+    if world_size > 1:
+        return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if shuffle:
+        return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    return SequentialSampler(dataset)
+
+
+def _loader_kwargs(cfg):
+    kwargs = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
+    if cfg.num_workers > 0:
+        kwargs["persistent_workers"] = cfg.persistent_workers
+        if cfg.prefetch_factor is not None:
+            kwargs["prefetch_factor"] = cfg.prefetch_factor
+    return kwargs
+
+
+def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size):
+    # In-memory tensors are indexed a whole batch at a time (one gather instead of
+    # batch_size __getitem__ calls and a collate), as a hand-tuned plain loop would.
+    train_sampler = _sampler(train_set, True, seed, rank, world_size)
+    val_sampler = _sampler(val_set, False, seed, rank, world_size)
+    train = DataLoader(
+        train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **_loader_kwargs(cfg)
+    )
+    val = DataLoader(
+        val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **_loader_kwargs(cfg)
+    )
+    return DataBundle(train, val, train_sampler if world_size > 1 else None)
+
+
+def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size):
+    train_sampler = _sampler(train_set, True, seed, rank, world_size, drop_last=cfg.drop_last)
+    val_sampler = _sampler(val_set, False, seed, rank, world_size)
+    train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **_loader_kwargs(cfg))
+    val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg))
+    return DataBundle(train, val, train_sampler if world_size > 1 else None)

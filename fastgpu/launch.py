@@ -1,0 +1,82 @@
+"""Start one run: in this process, as N local worker processes (DDP/FSDP), or as one rank of torchrun/srun.
+
+Whatever happens, the run dir ends with a metrics.json: the results on success, or
+`status` (failed / oom / diverged), `error_type` and a one-line `error` on failure.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from fastgpu.errors import FastGPUError
+from fastgpu.parallel import DistEnv, external_launcher_env, free_port
+from fastgpu.results import METRICS_FILE, read_metrics, write_metrics
+
+
+def _run_rank(cfg, out_dir: Path, env: DistEnv) -> dict:
+    from fastgpu.train import train
+
+    return train(cfg, out_dir, env)
+
+
+def _spawned_worker(local_rank: int, cfg, out_dir: Path, nproc: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank), WORLD_SIZE=str(nproc))
+    os.environ["LOCAL_RANK"] = str(local_rank)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    _run_rank(cfg, out_dir, DistEnv(local_rank, local_rank, nproc))
+
+
+def failure_record(exc: BaseException, cfg) -> dict:
+    """status, error_type and a one-line error message for a failed run."""
+    if isinstance(exc, mp.ProcessRaisedException):
+        # The worker's traceback arrives as text; its last line is "module.Type: message".
+        last = [line for line in str(exc).strip().splitlines() if line.strip()][-1]
+        type_name, _, message = last.partition(": ")
+        type_name = type_name.rsplit(".", 1)[-1]
+        status = {"DivergedError": "diverged", "OutOfMemoryError": "oom"}.get(type_name, "failed")
+        if status == "oom":
+            message = _oom_message(cfg)
+        return {"status": status, "error_type": type_name, "error": message}
+    if isinstance(exc, torch.OutOfMemoryError):
+        return {"status": "oom", "error_type": "OutOfMemoryError", "error": _oom_message(cfg)}
+    status = exc.status if isinstance(exc, FastGPUError) else "failed"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return {"status": status, "error_type": type(exc).__name__, "error": message}
+
+
+def _oom_message(cfg) -> str:
+    return (
+        f"out of memory at data.batch_size={cfg.data.batch_size}; lower data.batch_size, "
+        "or use precision=bf16 / parallel=fsdp to save memory"
+    )
+
+
+def launch(cfg, out_dir: Path) -> dict:
+    """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nproc = cfg.parallel.nproc_per_node if cfg.parallel.strategy != "none" else 1
+    external = external_launcher_env()
+    try:
+        if external is None and nproc > 1:
+            port = cfg.parallel.master_port or free_port()
+            mp.spawn(_spawned_worker, args=(cfg, out_dir, nproc, port), nprocs=nproc, join=True)
+        else:
+            _run_rank(cfg, out_dir, external or DistEnv())
+    except (Exception, KeyboardInterrupt) as exc:
+        record = failure_record(exc, cfg)
+        if external is None or external.is_main:
+            write_metrics(out_dir, {**record, "batch_size": cfg.data.batch_size})
+        raise RunFailed(record) from exc
+    if not (out_dir / METRICS_FILE).exists():  # a non-zero rank under torchrun/srun
+        return {}
+    return read_metrics(out_dir)
+
+
+class RunFailed(Exception):
+    def __init__(self, record: dict):
+        super().__init__(record["error"])
+        self.record = record
+

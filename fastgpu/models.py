@@ -1,0 +1,80 @@
+"""Model builders. Input channels, image size and class count come from the data config."""
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+from fastgpu.errors import FastGPUError
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallCNN(nn.Module):
+    """Stem + two residual stages (width, 2*width; the second halves the resolution) + linear head."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stage1 = ResidualBlock(width, width, 1)
+        self.stage2 = ResidualBlock(width, 2 * width, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.stage2(self.stage1(self.stem(x)))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def _mlp(cfg, in_features: int, num_classes: int) -> nn.Module:
+    layers, width = [nn.Flatten()], in_features
+    for hidden in cfg.hidden_dims:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _resnet(cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    model = getattr(tv_models, cfg.name)(weights=None, num_classes=num_classes)
+    stem = cfg.stem if cfg.stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
+    if stem not in ("cifar", "imagenet"):
+        raise FastGPUError(f"model.stem={cfg.stem!r} is not known; use auto, cifar or imagenet")
+    if stem == "cifar":
+        model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return model
+
+
+def build_model(cfg, data_cfg) -> nn.Module:
+    channels, size, classes = data_cfg.channels, data_cfg.image_size, data_cfg.num_classes
+    if cfg.name == "small_cnn":
+        return SmallCNN(channels, classes, cfg.width)
+    if cfg.name in ("resnet18", "resnet50"):
+        return _resnet(cfg, channels, size, classes)
+    if cfg.name == "mlp":
+        return _mlp(cfg, channels * size * size, classes)
+    raise FastGPUError(f"model.name={cfg.name!r} is not known; use small_cnn, resnet18, resnet50 or mlp")
+
+
+def model_stats(model: nn.Module) -> dict:
+    params = sum(p.numel() for p in model.parameters())
+    size_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return {"params": params, "model_size_mb": size_bytes / 2**20}

@@ -1,0 +1,103 @@
+"""Process groups and model wrapping: one process, DDP or FSDP2; launched by FastGPU, torchrun or srun."""
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastgpu.errors import FastGPUError
+
+STRATEGIES = ("none", "ddp", "fsdp")
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def external_launcher_env() -> Optional[DistEnv]:
+    """Rank layout set by torchrun or Slurm's srun, if this process was started by one."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]))
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slurm_master_addr() -> str:
+    """The first host of the job's node list (the rendezvous host for srun-launched ranks)."""
+    import subprocess
+
+    nodelist = os.environ["SLURM_JOB_NODELIST"]
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError):
+        return nodelist.split(",")[0].split("[")[0]
+
+
+def init_process_group(env: DistEnv, device: torch.device, backend: str) -> None:
+    if not env.distributed:
+        return
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if "MASTER_ADDR" not in os.environ:
+        os.environ["MASTER_ADDR"] = slurm_master_addr() if "SLURM_JOB_NODELIST" in os.environ else "127.0.0.1"
+    if "MASTER_PORT" not in os.environ:
+        job_id = int(os.environ.get("SLURM_JOB_ID", "0"))
+        os.environ["MASTER_PORT"] = str(20000 + job_id % 20000)
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, device_id=device if device.type == "cuda" else None)
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.barrier()  # without it gloo ranks can abort at teardown
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
+    if strategy not in STRATEGIES:
+        raise FastGPUError(f"parallel.strategy={strategy!r} is not known; use one of {', '.join(STRATEGIES)}")
+    if strategy == "none" or not dist.is_initialized():
+        return model
+    if strategy == "ddp":
+        device_ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    from torch.distributed.fsdp import fully_shard
+
+    for child in model.children():
+        if any(p.requires_grad for p in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    return model
+
+
+def all_reduce(values: list, op: str = "sum") -> list:
+    """Reduce a few Python numbers across ranks (at the end of a run, never per step)."""
+    if not dist.is_initialized():
+        return values
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return tensor.tolist()

@@ -1,0 +1,59 @@
+"""A run's local record: metrics.json (final summary), history.jsonl (per log step / epoch), checkpoint.pt."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> None:
+    clean = {k: _jsonable(v) for k, v in metrics.items()}
+    atomic_write_text(Path(out_dir) / METRICS_FILE, json.dumps(clean, indent=2) + "\n")
+
+
+def read_metrics(out_dir: Path) -> dict:
+    return json.loads((Path(out_dir) / METRICS_FILE).read_text())
+
+
+def read_history(out_dir: Path) -> list:
+    path = Path(out_dir) / HISTORY_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class HistoryWriter:
+    """Appends one JSON line per record; opened once, flushed at each (infrequent) write."""
+
+    def __init__(self, out_dir: Path):
+        self._file = open(Path(out_dir) / HISTORY_FILE, "a")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

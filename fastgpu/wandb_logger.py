@@ -1,0 +1,53 @@
+"""Weights & Biases: one run per training job, online, offline (default) or disabled."""
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+MODES = ("online", "offline", "disabled")
+
+# Columns a W&B runs table shows for a sweep: best accuracy, not the last one, and so on.
+METRIC_SUMMARIES = {
+    "val/accuracy": "max",
+    "val/f1": "max",
+    "val/loss": "min",
+    "train/loss": "min",
+    "train/samples_per_s": "mean",
+}
+
+
+class WandbLogger:
+    def __init__(self, cfg, out_dir: Path, run_name: str):
+        import wandb
+
+        from fastgpu.errors import FastGPUError
+
+        wcfg = cfg.logger.wandb
+        mode = os.environ.get("WANDB_MODE") or wcfg.mode
+        if mode not in MODES:
+            raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
+        self.run = wandb.init(
+            project=wcfg.project,
+            entity=wcfg.entity,
+            group=wcfg.group,
+            job_type=wcfg.job_type,
+            name=wcfg.name or run_name,
+            tags=list(wcfg.tags),
+            notes=wcfg.notes,
+            dir=str(out_dir),
+            mode=mode,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            reinit="finish_previous",
+            settings=wandb.Settings(quiet=True),
+        )
+        for key, summary in METRIC_SUMMARIES.items():
+            self.run.define_metric(key, summary=summary, step_metric="step")
+        self.run.define_metric("step", hidden=True)
+
+    def log(self, record: dict) -> None:
+        self.run.log(record)
+
+    def finish(self, summary: dict, exit_code: int = 0) -> None:
+        self.run.summary.update({k: v for k, v in summary.items() if v is not None})
+        self.run.finish(exit_code=exit_code)

@@ -1,0 +1,72 @@
+"""Composition: every option of every group composes, bad input fails with one clear line."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import REPO, compose_cfg, run_cli
+
+GROUPS = ["model", "data", "precision", "parallel", "compression", "optimizer", "scheduler", "trainer", "logger"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(group):
+    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    assert options, group
+    for option in options:
+        cfg = compose_cfg(f"{group}={option}")
+        assert cfg[group] is not None
+
+
+def test_defaults_are_the_documented_job():
+    cfg = compose_cfg()
+    assert (cfg.model.name, cfg.data.name, cfg.precision.name, cfg.parallel.strategy) == ("small_cnn", "digits", "fp32", "none")
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 1e-4
+    assert cfg.logger.wandb.mode == "offline"
+
+
+def test_cfg_job_prints_composed_config():
+    result = run_cli("--cfg", "job", "precision=bf16", "trainer.epochs=3")
+    assert result.returncode == 0, result.stderr
+    assert "precision:\n  name: bf16" in result.stdout
+    assert "epochs: 3" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model=resnet19", "Could not find 'model/resnet19'; available options in 'model': mlp, resnet18, resnet50, small_cnn"),
+        ("trainer.epoch=3", "Key 'epoch' not in 'TrainerConfig' (did you mean 'epochs'?)"),
+        ("trainer.epochs=many", "Value 'many' of type 'str' could not be converted to Integer"),
+        ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),
+    ],
+)
+def test_bad_override_is_one_clear_line(override, expected):
+    result = run_cli(override)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fastgpu: error: ") and expected in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without a GPU")
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["data=cifar10", "data.root=/no/such/dir"], "expected /no/such/dir/cifar-10-batches-py"),
+        (["data=cifar10"], "data=cifar10 needs data.root=/path/to/dataset"),
+        (["data=imagefolder", "data.root=/no/such/dir"], "expected /no/such/dir/train"),
+        (["precision=fp16"], "precision=fp16 needs a CUDA GPU"),
+        (["precision=tf32"], "precision=tf32 is a CUDA tensor-core mode"),
+        (["trainer.device=cuda"], "no CUDA GPU is visible"),
+    ],
+)
+def test_impossible_setting_is_one_clear_line(tmp_path, overrides, expected):
+    result = run_cli(*overrides, "logger=none", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("fastgpu: error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and expected in record["error"]
