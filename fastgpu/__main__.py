@@ -16,6 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 from fastgpu.config import register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
+from fastgpu.results import METRICS_FILE, read_metrics
+from fastgpu.sweep import point_name, point_tags, sweep_group, swept_keys, task_overrides
+from fastgpu.train import run_name
 from fastgpu.summary import format_summary
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -28,6 +31,15 @@ def main(cfg) -> dict:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        if cfg.get("resume") is True and (out_dir / METRICS_FILE).exists():
+            done = read_metrics(out_dir)
+            if done.get("status") == "ok":
+                print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
+                return done
+        name_sweep_point(cfg, hydra_cfg)
+    elif cfg.logger.wandb.name is None:
+        cfg.logger.wandb.name = run_name(cfg)
     try:
         metrics = launch(cfg, out_dir)
     except RunFailed as failure:
@@ -39,9 +51,23 @@ def main(cfg) -> dict:
             print(line, file=sys.stderr)
             sys.exit(1)
         raise failure.__cause__  # a bug, not a setting: keep the traceback
-    if metrics:
+    if metrics and not multirun:
         print(format_summary(metrics, title=f"FastGPU run: {out_dir}"))
     return metrics
+
+
+def name_sweep_point(cfg, hydra_cfg) -> None:
+    """W&B identity of a sweep point: shared group and job type, a name and tags from its swept values."""
+    sweep_dir = hydra_cfg.sweep.dir
+    keys = swept_keys(sweep_dir)
+    overrides = task_overrides(hydra_cfg)
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    wandb_cfg = cfg.logger.wandb
+    wandb_cfg.group = wandb_cfg.group or sweep_group(sweep_dir, experiment)
+    wandb_cfg.name = wandb_cfg.name or point_name(overrides, keys)
+    wandb_cfg.tags = list(wandb_cfg.tags) + point_tags(overrides, keys) + ([experiment] if experiment else [])
+    if wandb_cfg.job_type == "train":
+        wandb_cfg.job_type = "sweep"
 
 
 def config_error_line(exc: Exception) -> str:

@@ -70,6 +70,7 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint: bool = True
     deterministic: bool = False
+    num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
 
 
 @dataclass
@@ -90,6 +91,14 @@ class LoggerConfig:
 
 
 @dataclass
+class ReportConfig:
+    """The sweep report's comparison: against which point, and how much accuracy may be given up."""
+
+    baseline: List[str] = field(default_factory=list)  # overrides naming the baseline point, e.g. [precision=fp32]
+    accuracy_tolerance: float = 0.01  # the recommendation keeps accuracy >= baseline - this (0.01 = 1 point)
+
+
+@dataclass
 class FastGPUConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -100,6 +109,7 @@ class FastGPUConfig:
     scheduler: Any = None  # likewise; called with (optimizer, total_steps=N)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     compile: bool = False
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     channels_last: bool = False

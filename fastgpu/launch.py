@@ -68,7 +68,7 @@ def launch(cfg, out_dir: Path) -> dict:
     except (Exception, KeyboardInterrupt) as exc:
         record = failure_record(exc, cfg)
         if external is None or external.is_main:
-            write_metrics(out_dir, {**record, "batch_size": cfg.data.batch_size})
+            write_metrics(out_dir, {**record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
         raise RunFailed(record) from exc
     if not (out_dir / METRICS_FILE).exists():  # a non-zero rank under torchrun/srun
         return {}

@@ -6,7 +6,8 @@ import torch
 
 
 def constant(optimizer, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    """No schedule: the train loop then skips the per-step scheduler call altogether."""
+    return None
 
 
 def cosine(optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0):

@@ -5,6 +5,7 @@ reads and a progress-bar tick; values leave the device only every `log_every_n_s
 """
 
 import math
+import os
 import platform
 import random
 import time
@@ -39,6 +40,12 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
     elif device.type != "cpu":
         raise FastGPUError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def set_cpu_threads(num_threads) -> None:
+    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -87,14 +94,16 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     device = resolve_device(tcfg.device, env)
     precision = build_precision(cfg.precision, device)
     init_process_group(env, device, cfg.parallel.backend)
+    set_cpu_threads(tcfg.num_threads)
     seed_everything(tcfg.seed, tcfg.deterministic)
     main = env.is_main
 
     data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size)
     model = build_model(cfg.model, cfg.data)
     stats = model_stats(model)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = wrap_model(model.to(device, memory_format=memory_format), cfg.parallel.strategy, device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+    model = model.to(device, memory_format=torch.channels_last) if cfg.channels_last else model.to(device)
+    model = wrap_model(model, cfg.parallel.strategy, device)
     forward = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     steps_per_epoch = len(data.train)
@@ -102,7 +111,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
         raise FastGPUError(f"data.batch_size={cfg.data.batch_size} is larger than the training set on each rank; lower it")
     total_steps = tcfg.max_steps or steps_per_epoch * tcfg.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
-    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps)  # None: constant lr
     scaler = precision.scaler
     eval_collection = M.eval_metrics(cfg.data.num_classes, device)
 
@@ -111,7 +120,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     if main:
         from fastgpu.wandb_logger import WandbLogger
 
-        logger = WandbLogger(cfg, out_dir, run_name(cfg))
+        logger = WandbLogger(cfg, out_dir)
 
     def record(entry: dict) -> None:
         if main:
@@ -119,7 +128,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
             logger.log(entry)
 
     clock = M.StepClock(device)
-    step_times, data_waits, epoch_times, val = [], [], [], {}
+    step_times, data_waits, epoch_times, val, eval_time = [], [], [], {}, 0.0
     best_accuracy, time_to_target, steps_to_target = 0.0, None, None
     loss_sum = torch.zeros((), device=device)
     logged_loss_sum, logged_step = 0.0, 0
@@ -152,7 +161,8 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach()
             step += 1
             clock.step()
@@ -169,7 +179,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
                         "or use precision=fp32/bf16 if this is fp16 overflow"
                     )
                 logged_loss_sum, logged_step = total_loss, step
-                entry = {"step": step, "epoch": epoch, "train/loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
+                entry = {"step": step, "epoch": epoch, "train/loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
                 if interval:
                     entry["train/step_time_ms"] = 1e3 * sum(interval) / len(interval)
                     entry["train/samples_per_s"] = len(interval) * cfg.data.batch_size * env.world_size / sum(interval)
@@ -181,7 +191,9 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
         epoch_times.append(time.perf_counter() - epoch_start)
         is_last = step >= total_steps
         if (epoch + 1) % tcfg.eval_every_n_epochs == 0 or is_last:
+            eval_start = time.perf_counter()
             val = evaluate(model, data.val, precision, device, memory_format, eval_collection)
+            eval_time += time.perf_counter() - eval_start
             best_accuracy = max(best_accuracy, val["accuracy"])
             if time_to_target is None and val["accuracy"] >= tcfg.target_accuracy:
                 time_to_target, steps_to_target = sum(step_times), step
@@ -202,6 +214,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
 
     metrics = {
         "status": "ok",
+        "name": cfg.logger.wandb.name,
         "throughput": samples / seconds if seconds > 0 else None,
         "step_time_p50_ms": 1e3 * M.percentile(steady, 0.5),
         "step_time_p90_ms": 1e3 * M.percentile(steady, 0.9),
@@ -209,6 +222,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
         "warmup_time_s": sum(step_times[:warmup]),
         "train_time_s": sum(step_times),
         "epoch_time_s": M.percentile(epoch_times, 0.5),
+        "eval_time_s": eval_time,
         "time_to_target_s": time_to_target,
         "steps_to_target": steps_to_target,
         "target_accuracy": tcfg.target_accuracy,
@@ -251,7 +265,9 @@ def _save_final_checkpoint(path, model, optimizer, scheduler, scaler, step, epoc
     # Collective under FSDP: every rank takes part, rank 0 writes the gathered full state.
     model_state, optim_state = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if main:
-        state = {"model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch}
+        state = {"model": model_state, "optimizer": optim_state, "step": step, "epoch": epoch}
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         save_checkpoint(path, state)

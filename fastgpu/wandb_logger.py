@@ -18,7 +18,7 @@ METRIC_SUMMARIES = {
 
 
 class WandbLogger:
-    def __init__(self, cfg, out_dir: Path, run_name: str):
+    def __init__(self, cfg, out_dir: Path):
         import wandb
 
         from fastgpu.errors import FastGPUError
@@ -32,7 +32,7 @@ class WandbLogger:
             entity=wcfg.entity,
             group=wcfg.group,
             job_type=wcfg.job_type,
-            name=wcfg.name or run_name,
+            name=wcfg.name,
             tags=list(wcfg.tags),
             notes=wcfg.notes,
             dir=str(out_dir),
@@ -51,3 +51,24 @@ class WandbLogger:
     def finish(self, summary: dict, exit_code: int = 0) -> None:
         self.run.summary.update({k: v for k, v in summary.items() if v is not None})
         self.run.finish(exit_code=exit_code)
+
+
+def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:
+    """One extra run of job_type sweep-report in the sweep's group: the results table and the plots."""
+    import wandb
+
+    from fastgpu.report import COLUMNS
+
+    wcfg = cfg.logger.wandb
+    mode = os.environ.get("WANDB_MODE") or wcfg.mode
+    if mode == "disabled":
+        return
+    run = wandb.init(project=wcfg.project, entity=wcfg.entity, group=group, job_type="sweep-report", name=f"report-{group}",
+                     dir=str(sweep_dir), mode=mode, reinit="finish_previous", settings=wandb.Settings(quiet=True),
+                     config={"sweep_dir": str(sweep_dir)})
+    columns = COLUMNS + ["baseline"]
+    table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in report["rows"]])
+    run.log({"results": table, **{f"plots/{p.stem}": wandb.Image(str(p)) for p in report["plots"]}})
+    run.summary["recommendation"] = report["recommendation"]
+    run.summary["failed_points"] = len(report["failed"])
+    run.finish()

@@ -1,0 +1,61 @@
+"""What one sweep point knows about its sweep: which keys are swept, its readable name, W&B group and tags."""
+
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+SHORT_KEYS = {"channels_last": "cl", "data.batch_size": "bs", "parallel.nproc_per_node": "np", "optimizer.lr": "lr"}
+NOT_A_SETTING = ("hydra.", "logger.", "+resume", "resume", "trainer.progress_bar")
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def swept_keys(sweep_dir) -> list:
+    """Keys given several values in this sweep, in command-line order (read from Hydra's multirun.yaml)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.exists():
+        return []
+    saved = OmegaConf.load(path)
+    parser = OverridesParser.create()
+    keys = [o.get_key_element().lstrip("+~") for o in parser.parse_overrides(list(saved.hydra.overrides.task)) if o.is_sweep_override()]
+    params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
+    for key, value in params.items():
+        if "," in str(value) and key not in keys:
+            keys.append(key)
+    return [k for k in keys if not k.startswith(NOT_A_SETTING)]
+
+
+def point_name(overrides: list, keys: list) -> str:
+    """A readable name from the swept values: bf16-compile-cl; false flags are left out."""
+    values = {_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+    parts = []
+    for key in keys:
+        value = values.get(key)
+        if value is None or value.lower() in ("false", "none", "null"):
+            continue
+        short = SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
+        if value.lower() == "true":
+            parts.append(short)
+        elif "." in key or value.replace(".", "").replace("-", "").isdigit():
+            parts.append(f"{short}{value}")
+        else:
+            parts.append(value)
+    return "-".join(parts) or "baseline"
+
+
+def point_tags(overrides: list, keys: list) -> list:
+    values = {_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+    return [f"{SHORT_KEYS.get(k, k)}={values[k]}"[:64] for k in keys if k in values]
+
+
+def sweep_group(sweep_dir, experiment=None) -> str:
+    """One W&B group per sweep: the experiment's name (or 'sweep') and the sweep dir's date and time."""
+    stamp = "_".join(Path(sweep_dir).resolve().parts[-2:])
+    return f"{experiment or 'sweep'}-{stamp}"
+
+
+def task_overrides(hydra_cfg) -> list:
+    return [o for o in hydra_cfg.overrides.task if not _key(o).startswith(NOT_A_SETTING)]

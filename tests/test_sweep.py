@@ -1,0 +1,159 @@
+"""Sweeps: one comparable result per point, failures recorded, resume, W&B groups, the sweep report."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from conftest import compose_cfg, run_cli
+from fastgpu.launch import failure_record
+from fastgpu.report import main as report_main
+from fastgpu.results import read_metrics
+from fastgpu.sweep import point_name
+from fastgpu.wandb_offline import offline_runs
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
+TINY = ["trainer.epochs=2", "trainer.progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def sweep_2x2(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "s"
+    result = run_cli("-m", "precision=fp32,bf16", "channels_last=false,true", *TINY, f"hydra.sweep.dir={sweep_dir}",
+                     env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"})
+    return sweep_dir, result
+
+
+def test_2x2_sweep_writes_a_result_per_point_and_the_report(sweep_2x2):
+    sweep_dir, result = sweep_2x2
+    assert result.returncode == 0, result.stderr
+    points = {p.name: read_metrics(p) for p in sweep_dir.iterdir() if (p / "metrics.json").exists()}
+    assert sorted(points) == ["0", "1", "2", "3"]
+    assert {m["name"] for m in points.values()} == {"fp32", "fp32-cl", "bf16", "bf16-cl"}
+    assert all(m["status"] == "ok" and m["accuracy"] > 0.8 for m in points.values())
+
+    with open(sweep_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:
+        metrics = points[str(row["point"])]
+        for key in ["throughput", "accuracy", "step_time_p50_ms", "step_time_p90_ms", "f1", "model_size_mb"]:
+            assert float(row[key]) == pytest.approx(metrics[key]), key
+        assert row["name"] == metrics["name"]
+    baseline = [r for r in rows if r["baseline"] == "True"]
+    assert len(baseline) == 1 and baseline[0]["name"] == "fp32" and float(baseline[0]["speedup"]) == pytest.approx(1.0)
+    for row in rows:  # speed-up and accuracy delta are against the baseline's numbers
+        assert float(row["speedup"]) == pytest.approx(float(row["throughput"]) / float(baseline[0]["throughput"]))
+        assert float(row["accuracy_delta"]) == pytest.approx(float(row["accuracy"]) - float(baseline[0]["accuracy"]))
+    throughputs = [float(r["throughput"]) for r in rows]
+    assert throughputs == sorted(throughputs, reverse=True)  # best first
+
+    report = (sweep_dir / "report.md").read_text()
+    assert "Recommendation: " in report and "fp32 (baseline)" in report
+    assert "Recommendation: " in result.stdout and "samples/s" in result.stdout  # the table in the terminal
+    for png in ["throughput_vs_accuracy.png", "peak_memory.png", "training_curves.png"]:
+        image = imread(sweep_dir / png)
+        assert image.shape[0] > 200 and image.shape[1] > 200 and np.std(image) > 0.05, png
+
+
+def test_2x2_sweep_wandb_runs_share_a_group_and_hold_the_points_numbers(sweep_2x2):
+    sweep_dir, _ = sweep_2x2
+    runs = offline_runs(sweep_dir)
+    points = [r for r in runs if r["job_type"] == "sweep"]
+    reports = [r for r in runs if r["job_type"] == "sweep-report"]
+    assert len(points) == 4 and len(reports) == 1
+    groups = {r["group"] for r in runs}
+    assert len(groups) == 1 and groups.pop().startswith("sweep-")
+    for run in points:
+        (point_dir,) = [p for p in sweep_dir.iterdir() if (p / "metrics.json").exists() and read_metrics(p)["name"] == run["name"]]
+        metrics = read_metrics(point_dir)
+        assert run["summary"]["throughput"] == pytest.approx(metrics["throughput"])
+        assert run["summary"]["accuracy"] == pytest.approx(metrics["accuracy"])
+        assert f"precision={run['config']['precision']['name']}" in run["tags"]
+        assert run["config"]["channels_last"] == ("cl" in run["name"])
+    assert reports[0]["summary"]["recommendation"].startswith("Recommendation: ")
+
+
+def test_sweep_never_writes_the_wandb_key(sweep_2x2):
+    sweep_dir, _ = sweep_2x2
+    for path in sweep_dir.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only_it(tmp_path, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("needs a device where fp16 is impossible")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep_dir = tmp_path / "s"
+    first = run_cli("-m", "precision=fp32,fp16", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    assert first.returncode != 0
+    assert "1 of 2 sweep points failed" in first.stderr
+    ok, failed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
+    assert ok["status"] == "ok"
+    assert failed["status"] == "failed" and failed["error_type"] == "FastGPUError" and "fp16 needs a CUDA GPU" in failed["error"]
+    with open(sweep_dir / "results.csv") as f:
+        rows = {r["point"]: r for r in csv.DictReader(f)}
+    assert rows["1"]["status"] == "failed" and "fp16 needs a CUDA GPU" in rows["1"]["error"] and rows["0"]["status"] == "ok"
+    assert "## Failed points" in (sweep_dir / "report.md").read_text()
+
+    done_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (sweep_dir / "0").iterdir() if p.is_file()}
+    # fix the failing point's setting, then resume the same sweep
+    second = run_cli("-m", "precision=fp32,fp16", "precision.fallback=bf16", *TINY, f"hydra.sweep.dir={sweep_dir}", "+resume=true")
+    assert second.returncode == 0, second.stderr
+    assert "is done (status ok), skipping" in second.stderr
+    for path, (mtime, content) in done_files.items():
+        if path.suffix != ".log":
+            assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, content), path
+    rerun = read_metrics(sweep_dir / "1")
+    assert rerun["status"] == "ok" and rerun["precision_mode"] == "bf16"
+
+
+def test_submitit_local_launcher_runs_a_2_point_sweep(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep_dir = tmp_path / "s"
+    result = run_cli("-m", "hydra/launcher=local", "trainer.num_threads=1", "precision=fp32,bf16", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr
+    assert [read_metrics(sweep_dir / n)["status"] for n in ("0", "1")] == ["ok", "ok"]
+    assert list((sweep_dir / ".submitit").rglob("*_result.pkl")), "each point ran as a submitit job"
+    assert (sweep_dir / "report.md").exists()
+
+
+def test_report_on_demand_rebuilds_from_the_files(sweep_2x2, capsys):
+    sweep_dir, _ = sweep_2x2
+    (sweep_dir / "results.csv").unlink()
+    assert report_main([str(sweep_dir), "--baseline", "precision=bf16", "channels_last=false"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16 (baseline)" in out and "Recommendation" in out
+    assert (sweep_dir / "results.csv").exists()
+    assert report_main([str(sweep_dir / "nope")]) == 2
+
+
+def test_experiment_configs_set_sweeps_seed_and_budget():
+    for name, key in [("precision", "precision"), ("speedups", "compile"), ("batch_size", "data.batch_size"),
+                      ("parallel", "parallel.nproc_per_node"), ("compression", "compression")]:
+        from hydra import compose, initialize_config_dir
+
+        from conftest import CONF
+
+        with initialize_config_dir(CONF, version_base="1.3"):
+            cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        assert key in cfg.hydra.sweeper.params, name
+        assert cfg.trainer.seed == 0 and cfg.trainer.epochs == 10, name
+
+
+def test_point_names_are_readable():
+    keys = ["precision", "compile", "channels_last", "data.batch_size"]
+    assert point_name(["precision=bf16", "compile=true", "channels_last=true", "data.batch_size=128"], keys) == "bf16-compile-cl-bs128"
+    assert point_name(["precision=fp32", "compile=false", "channels_last=false"], keys[:3]) == "fp32"
+    assert point_name([], []) == "baseline"
+
+
+def test_out_of_memory_becomes_an_oom_record_with_the_batch_size():
+    cfg = compose_cfg("data.batch_size=4096")
+    record = failure_record(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg)
+    assert record["status"] == "oom" and "data.batch_size=4096" in record["error"] and "lower data.batch_size" in record["error"]
