@@ -4,6 +4,8 @@ Both loops train the same model on the same DataLoader for the same number of st
 the same warm-up steps and synchronise the device before reading clocks. The two alternate
 (A B, B A, ...) so that drift on a shared machine hits both; the reported figure is the median
 of the per-round ratios FastGPU throughput / plain throughput. Target: >= 0.97.
+Each round also runs FastGPU with its resource sampler off (trainer.monitor_interval_s=0), giving
+the sampler's own cost: median of sampler-on / sampler-off throughput. Target: >= 0.99.
 
     python experiments/overhead.py                       # small_cnn/digits and resnet18/synthetic 3x32x32
     python experiments/overhead.py --rounds 7 --device cuda
@@ -41,7 +43,7 @@ WARMUP = 5
 def plain_loop(cfg, device) -> float:
     """What a user writes by hand: no logging, no metrics; returns samples/s after warm-up."""
     torch.manual_seed(cfg.trainer.seed)
-    loader = build_data(cfg.data, cfg.trainer.seed).train
+    loader = build_data(cfg.data, cfg.trainer.seed, device=device).train
     model = build_model(cfg.model, cfg.data).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
@@ -86,21 +88,29 @@ def main() -> None:
         overrides = CASES[case] + [f"trainer.device={args.device}", f"trainer.warmup_steps={WARMUP}", "trainer.checkpoint=false"]
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
-        ratios, fast, plain = [], [], []
+        ratios, fast, plain, monitor_ratios = [], [], [], []
+        cfg_no_monitor = cfg.copy()
+        cfg_no_monitor.trainer.monitor_interval_s = 0
         for round_index in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
-                order = ("fastgpu", "plain") if round_index % 2 == 0 else ("plain", "fastgpu")
+                order = ("fastgpu", "plain", "no_monitor") if round_index % 2 == 0 else ("no_monitor", "plain", "fastgpu")
                 measured = {}
                 for which in order:
-                    measured[which] = fastgpu_loop(cfg, Path(tmp)) if which == "fastgpu" else plain_loop(cfg, device)
+                    if which == "plain":
+                        measured[which] = plain_loop(cfg, device)
+                    else:
+                        measured[which] = fastgpu_loop(cfg if which == "fastgpu" else cfg_no_monitor, Path(tmp) / which)
             fast.append(measured["fastgpu"])
             plain.append(measured["plain"])
             ratios.append(measured["fastgpu"] / measured["plain"])
+            monitor_ratios.append(measured["fastgpu"] / measured["no_monitor"])
             print(f"{case} round {round_index}: fastgpu {measured['fastgpu']:.0f} plain {measured['plain']:.0f} samples/s "
-                  f"ratio {ratios[-1]:.3f}", flush=True)
+                  f"ratio {ratios[-1]:.3f}; sampler on/off {monitor_ratios[-1]:.3f}", flush=True)
         results[case] = {
             "ratio_median": statistics.median(ratios),
             "ratios": ratios,
+            "monitor_on_off_ratio_median": statistics.median(monitor_ratios),
+            "monitor_on_off_ratios": monitor_ratios,
             "fastgpu_samples_per_s": fast,
             "plain_samples_per_s": plain,
             "overrides": overrides,
@@ -114,10 +124,11 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n| case | FastGPU / plain throughput (median of rounds) | rounds |")
-    print("|---|---|---|")
+    print("\n| case | FastGPU / plain (median) | per-round | sampler on / off (median) |")
+    print("|---|---|---|---|")
     for case, r in results.items():
-        print(f"| {case} | {r['ratio_median']:.3f} | {', '.join(f'{x:.3f}' for x in r['ratios'])} |")
+        print(f"| {case} | {r['ratio_median']:.3f} | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
+              f"{r['monitor_on_off_ratio_median']:.3f} |")
 
 
 if __name__ == "__main__":

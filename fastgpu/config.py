@@ -36,6 +36,7 @@ class DataConfig:
     persistent_workers: bool = False
     prefetch_factor: Optional[int] = None
     drop_last: bool = True
+    device_resident: bool = False  # digits/synthetic: keep the whole dataset on the training device (no host copies)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint: bool = True
     deterministic: bool = False
+    monitor_interval_s: float = 1.0  # resource sampler period (CPU/RSS, NVML on CUDA); 0 turns it off
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
 
 

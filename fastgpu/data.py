@@ -20,14 +20,20 @@ class DataBundle:
     train_sampler: object  # has set_epoch() under DDP; else None
 
 
-def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1) -> DataBundle:
+def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
     builders = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
     if cfg.name not in builders:
         raise FastGPUError(f"data.name={cfg.name!r} is not known; use one of {sorted(builders)}")
     train_set, val_set = builders[cfg.name](cfg, seed)
     if isinstance(train_set, TensorDataset):
-        return _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size)
-    return _item_loaders(cfg, train_set, val_set, seed, rank, world_size)
+        if cfg.device_resident and device is not None:
+            if cfg.num_workers or cfg.pin_memory:
+                raise FastGPUError("data.device_resident=true needs data.num_workers=0 and data.pin_memory=false")
+            train_set, val_set = (TensorDataset(*(t.to(device) for t in d.tensors)) for d in (train_set, val_set))
+        return _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
+    if cfg.device_resident:
+        raise FastGPUError(f"data.device_resident=true works for in-memory data (digits, synthetic), not data={cfg.name}")
+    return _item_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
 
 
 def _digits(cfg, seed):
@@ -122,8 +128,10 @@ def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):
     return SequentialSampler(dataset)
 
 
-def _loader_kwargs(cfg):
-    kwargs = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
+def _loader_kwargs(cfg, device):
+    # pinned host memory only helps copies to a GPU
+    pin = cfg.pin_memory and device is not None and torch.device(device).type == "cuda"
+    kwargs = dict(num_workers=cfg.num_workers, pin_memory=pin)
     if cfg.num_workers > 0:
         kwargs["persistent_workers"] = cfg.persistent_workers
         if cfg.prefetch_factor is not None:
@@ -131,23 +139,23 @@ def _loader_kwargs(cfg):
     return kwargs
 
 
-def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size):
+def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
     # In-memory tensors are indexed a whole batch at a time (one gather instead of
     # batch_size __getitem__ calls and a collate), as a hand-tuned plain loop would.
     train_sampler = _sampler(train_set, True, seed, rank, world_size)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
     train = DataLoader(
-        train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **_loader_kwargs(cfg)
+        train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **_loader_kwargs(cfg, device)
     )
     val = DataLoader(
-        val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **_loader_kwargs(cfg)
+        val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **_loader_kwargs(cfg, device)
     )
     return DataBundle(train, val, train_sampler if world_size > 1 else None)
 
 
-def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size):
+def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):
     train_sampler = _sampler(train_set, True, seed, rank, world_size, drop_last=cfg.drop_last)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
-    train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **_loader_kwargs(cfg))
-    val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg))
+    train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **_loader_kwargs(cfg, device))
+    val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg, device))
     return DataBundle(train, val, train_sampler if world_size > 1 else None)

@@ -18,7 +18,8 @@ from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metri
 COLUMNS = [
     "point", "name", "overrides", "status", "error", "throughput", "speedup", "step_time_p50_ms", "step_time_p90_ms",
     "accuracy", "accuracy_delta", "precision", "recall", "f1", "peak_memory_mb", "memory_ratio", "time_to_target_s",
-    "model_size_mb", "params", "warmup_time_s", "dir",
+    "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent", "mean_gpu_util_percent", "mean_gpu_power_w",
+    "energy_per_sample_j", "energy_ratio", "dir",
 ]
 BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
 
@@ -66,10 +67,12 @@ def build_rows(points: list, baseline) -> list:
             "error": m.get("error", ""), "dir": p["dir"], "peak_memory_mb": peak_memory_mb(m),
         }
         for key in ["throughput", "step_time_p50_ms", "step_time_p90_ms", "accuracy", "precision", "recall", "f1",
-                    "time_to_target_s", "model_size_mb", "params", "warmup_time_s"]:
+                    "time_to_target_s", "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent",
+                    "mean_gpu_util_percent", "mean_gpu_power_w", "energy_per_sample_j"]:
             row[key] = m.get(key)
         row["speedup"] = _ratio(row["throughput"], base.get("throughput"))
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
+        row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
         row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if row["accuracy"] is not None and base else None
         row["baseline"] = baseline is not None and p is baseline
         rows.append(row)
@@ -108,12 +111,18 @@ TABLE = [  # (header, row key, format)
     ("step p50 ms", "step_time_p50_ms", "{:.2f}"), ("step p90 ms", "step_time_p90_ms", "{:.2f}"), ("accuracy", "accuracy", "{:.4f}"),
     ("Δacc pts", "accuracy_delta", "{:+.2f}"), ("F1", "f1", "{:.4f}"), ("peak MB", "peak_memory_mb", "{:,.0f}"),
     ("mem ratio", "memory_ratio", "{:.2f}x"), ("time-to-acc s", "time_to_target_s", "{:.2f}"), ("size MB", "model_size_mb", "{:.2f}"),
+    ("util %", "mean_gpu_util_percent", "{:.0f}"), ("J/sample", "energy_per_sample_j", "{:.4f}"), ("energy ratio", "energy_ratio", "{:.2f}x"),
 ]
 
 
-def _cells(row) -> list:
+def _columns(rows: list) -> list:
+    """The table's columns, less those no point has a value for (GPU columns on a CPU sweep)."""
+    return [c for c in TABLE if c[1] in ("name", "status") or any(r.get(c[1]) is not None for r in rows)]
+
+
+def _cells(row, columns) -> list:
     cells = []
-    for _, key, spec in TABLE:
+    for _, key, spec in columns:
         value = row[key] * 100 if key == "accuracy_delta" and row[key] is not None else row[key]
         cells.append(_fmt(value, spec))
     if row["baseline"]:
@@ -122,14 +131,16 @@ def _cells(row) -> list:
 
 
 def markdown_table(rows: list) -> str:
-    lines = ["| " + " | ".join(h for h, _, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def terminal_table(rows: list) -> str:
-    table = [[h for h, _, _ in TABLE]] + [_cells(r) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(TABLE))]
+    columns = _columns(rows)
+    table = [[h for h, _, _ in columns]] + [_cells(r, columns) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table)
 
 

@@ -18,6 +18,10 @@ ROWS = [
     ("peak_mem_allocated_mb", "peak allocated (MB)", "{:,.0f}"),
     ("peak_mem_reserved_mb", "peak reserved (MB)", "{:,.0f}"),
     ("peak_rss_mb", "peak RSS (MB)", "{:,.0f}"),
+    ("mean_cpu_percent", "mean process CPU (%)", "{:.0f}"),
+    ("mean_gpu_util_percent", "mean GPU utilisation (%)", "{:.0f}"),
+    ("mean_gpu_power_w", "mean GPU power (W)", "{:.0f}"),
+    ("energy_per_sample_j", "GPU energy / sample (J)", "{:.4f}"),
     ("params", "parameters", "{:,}"),
     ("model_size_mb", "model size (MB)", "{:.2f}"),
 ]

@@ -22,6 +22,7 @@ from fastgpu import metrics as M
 from fastgpu.data import build_data
 from fastgpu.errors import DivergedError, FastGPUError
 from fastgpu.models import build_model, model_stats
+from fastgpu.monitor import ResourceMonitor
 from fastgpu.parallel import DistEnv, all_reduce, init_process_group, shutdown, wrap_model
 from fastgpu.precision import build_precision
 from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, save_checkpoint, write_metrics
@@ -98,7 +99,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     seed_everything(tcfg.seed, tcfg.deterministic)
     main = env.is_main
 
-    data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size)
+    data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
     model = build_model(cfg.model, cfg.data)
     stats = model_stats(model)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -134,6 +135,9 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     logged_loss_sum, logged_step = 0.0, 0
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not (main and tcfg.progress_bar))
     M.reset_peak_memory(device)
+    monitor = ResourceMonitor(device, tcfg.monitor_interval_s)
+    monitor.start()
+    train_energy = 0.0
     step = 0
     model.train()
     for epoch in range(epochs):
@@ -141,6 +145,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
             data.train_sampler.set_epoch(epoch)
         M.synchronize(device)
         epoch_start = time.perf_counter()
+        energy_start = monitor.energy_j()
         clock.start()
         batches = iter(data.train)
         while step < total_steps:
@@ -184,11 +189,17 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
                     entry["train/step_time_ms"] = 1e3 * sum(interval) / len(interval)
                     entry["train/samples_per_s"] = len(interval) * cfg.data.batch_size * env.world_size / sum(interval)
                 record(entry)
+                for sample in monitor.drain():
+                    record({"step": step, **sample})
                 bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
 
         step_times += clock.collect()
         M.synchronize(device)
         epoch_times.append(time.perf_counter() - epoch_start)
+        epoch_energy = monitor.energy_j()
+        if epoch_energy is not None:
+            epoch_energy -= energy_start
+            train_energy += epoch_energy
         is_last = step >= total_steps
         if (epoch + 1) % tcfg.eval_every_n_epochs == 0 or is_last:
             eval_start = time.perf_counter()
@@ -197,11 +208,17 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
             best_accuracy = max(best_accuracy, val["accuracy"])
             if time_to_target is None and val["accuracy"] >= tcfg.target_accuracy:
                 time_to_target, steps_to_target = sum(step_times), step
-            record({"step": step, "epoch": epoch, "epoch_time_s": epoch_times[-1], **{f"val/{k}": v for k, v in val.items()}})
+            epoch_record = {"step": step, "epoch": epoch, "epoch_time_s": epoch_times[-1], **{f"val/{k}": v for k, v in val.items()}}
+            if epoch_energy is not None:
+                epoch_record["epoch_energy_j"] = epoch_energy
+            record(epoch_record)
             bar.set_postfix(loss=f"{logged_loss_sum / max(logged_step, 1):.4f}", val_acc=f"{val['accuracy']:.3f}", refresh=False)
         if is_last:
             break
     bar.close()
+    for sample in monitor.drain():
+        record({"step": step, **sample})
+    resources = monitor.stop()
 
     # Throughput: steps after warm-up only, summed over ranks (samples) against the slowest rank (time).
     warmup = min(tcfg.warmup_steps, max(len(step_times) - 1, 0))
@@ -211,6 +228,11 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     seconds, = all_reduce([seconds], op="max")
     memory = M.peak_memory(device)
     memory = dict(zip(memory, all_reduce(list(memory.values()), op="max")))
+    # GPU energy of the training steps (evaluation excluded), summed over ranks' GPUs
+    has_energy, energy = all_reduce([float(epoch_energy is not None), train_energy])
+    if has_energy == env.world_size:
+        resources["energy_j"] = energy
+        resources["energy_per_sample_j"] = energy / (step * cfg.data.batch_size * env.world_size)
 
     metrics = {
         "status": "ok",
@@ -233,6 +255,7 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
         "recall": val.get("recall"),
         "f1": val.get("f1"),
         **memory,
+        **resources,
         **stats,
         "steps": step,
         "epochs": epoch + 1,
