@@ -11,12 +11,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fastgpu.config import register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
-from fastgpu.results import METRICS_FILE, read_metrics
+from fastgpu.checkpoint import config_fingerprint, resumable
+from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from fastgpu.sweep import point_name, point_tags, sweep_group, swept_keys, task_overrides
 from fastgpu.train import run_name
 from fastgpu.summary import format_summary
@@ -38,6 +40,8 @@ def main(cfg) -> dict:
                 print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
                 return done
         name_sweep_point(cfg, hydra_cfg)
+    elif isinstance(cfg.get("resume"), str):
+        out_dir, cfg = resume_target(Path(cfg.resume))
     elif cfg.logger.wandb.name is None:
         cfg.logger.wandb.name = run_name(cfg)
     try:
@@ -54,6 +58,20 @@ def main(cfg) -> dict:
     if metrics and not multirun:
         print(format_summary(metrics, title=f"FastGPU run: {out_dir}"))
     return metrics
+
+
+def resume_target(run_dir: Path):
+    """`+resume=<run dir>`: that run's own config, continued from its unfinished checkpoint."""
+    if not (run_dir / CONFIG_FILE).exists() or not (run_dir / CHECKPOINT_FILE).exists():
+        print(f"fastgpu: error: +resume={run_dir}: no {CONFIG_FILE} and {CHECKPOINT_FILE} there; pass the dir of an "
+              "interrupted run", file=sys.stderr)
+        sys.exit(2)
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    if not resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg)):
+        print(f"fastgpu: error: +resume={run_dir}: its checkpoint is complete (the run finished) or from other settings",
+              file=sys.stderr)
+        sys.exit(2)
+    return run_dir, cfg
 
 
 def name_sweep_point(cfg, hydra_cfg) -> None:

@@ -55,7 +55,25 @@ class ParallelConfig:
 
 @dataclass
 class CompressionConfig:
-    name: str = "none"
+    name: str = "none"  # none | prune | prune_structured | quantize_dynamic | quantize_static | qat | sparse24
+    amount: float = 0.5  # prune / prune_structured: fraction of weights (channels) removed
+    scope: str = "global"  # prune: global ranking or per layer
+    schedule: str = "oneshot"  # prune: oneshot (after training, then finetune_epochs) | gradual (during training)
+    start_fraction: float = 0.2  # gradual: when pruning starts / reaches `amount`, as fractions of the run
+    end_fraction: float = 0.8
+    frequency: int = 10  # gradual: prune every N steps
+    finetune_epochs: int = 1
+    finetune_lr: float = 0.001
+    calibration_batches: int = 8  # quantize_static
+    qat_epochs: int = 1  # qat: epochs of quantisation-aware fine-tuning before conversion
+    compile_inference: bool = False  # torch.compile before the inference benchmark (x86 int8 kernels need it)
+
+
+@dataclass
+class InferenceConfig:
+    benchmark: bool = True  # latency at batch 1 and at data.batch_size, before and after compression
+    repeats: int = 20
+    warmup: int = 3
 
 
 @dataclass
@@ -69,7 +87,8 @@ class TrainerConfig:
     eval_every_n_epochs: int = 1
     target_accuracy: float = 0.95  # for time-to-accuracy
     progress_bar: bool = True
-    checkpoint: bool = True
+    checkpoint: bool = True  # keep the final checkpoint.pt
+    checkpoint_every_n_steps: int = 0  # full training state every N steps (0: only on preemption signals)
     deterministic: bool = False
     monitor_interval_s: float = 1.0  # resource sampler period (CPU/RSS, NVML on CUDA); 0 turns it off
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
@@ -112,10 +131,15 @@ class FastGPUConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    export: List[str] = field(default_factory=lambda: ["torch_export"])  # torch_export, onnx; [] for none
     compile: bool = False
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     channels_last: bool = False
 
 
 def register_schema() -> None:
+    from fastgpu.slurm import register_resolvers
+
     ConfigStore.instance().store(name="fastgpu_schema", node=FastGPUConfig)
+    register_resolvers()

@@ -1,10 +1,11 @@
 """Datasets and loaders: digits (bundled), synthetic, CIFAR-10 and ImageFolder from local paths."""
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from fastgpu.errors import FastGPUError
@@ -17,7 +18,41 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DataBundle:
     train: DataLoader
     val: DataLoader
-    train_sampler: object  # has set_epoch() under DDP; else None
+    train_sampler: "ResumableSampler"  # set_epoch(epoch, skip) before each epoch
+
+
+class EpochShuffle(Sampler):
+    """A shuffle that depends only on (seed, epoch), so a restarted run sees the same order."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ResumableSampler(Sampler):
+    """The training order of an epoch, less its first `skip` samples (those a resumed run already saw)."""
+
+    def __init__(self, base: Sampler):
+        self.base, self.skip = base, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
 
 
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
@@ -122,10 +157,12 @@ def _imagefolder(cfg, seed):
 
 def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):
     if world_size > 1:
-        return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    if shuffle:
-        return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    return SequentialSampler(dataset)
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    elif shuffle:
+        sampler = EpochShuffle(len(dataset), seed)
+    else:
+        return SequentialSampler(dataset)
+    return ResumableSampler(sampler)
 
 
 def _loader_kwargs(cfg, device):
@@ -150,7 +187,7 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
     val = DataLoader(
         val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **_loader_kwargs(cfg, device)
     )
-    return DataBundle(train, val, train_sampler if world_size > 1 else None)
+    return DataBundle(train, val, train_sampler)
 
 
 def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):
@@ -158,4 +195,4 @@ def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_s
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
     train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **_loader_kwargs(cfg, device))
     val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg, device))
-    return DataBundle(train, val, train_sampler if world_size > 1 else None)
+    return DataBundle(train, val, train_sampler)

@@ -5,14 +5,17 @@ Whatever happens, the run dir ends with a metrics.json: the results on success, 
 """
 
 import os
+import sys
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 
+from fastgpu.checkpoint import PreemptionWatch
 from fastgpu.errors import FastGPUError
 from fastgpu.parallel import DistEnv, external_launcher_env, free_port
-from fastgpu.results import METRICS_FILE, read_metrics, write_metrics
+from fastgpu.results import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
 
 
 def _run_rank(cfg, out_dir: Path, env: DistEnv) -> dict:
@@ -57,6 +60,8 @@ def launch(cfg, out_dir: Path) -> dict:
     """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
+    OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also when launched from Python
     nproc = cfg.parallel.nproc_per_node if cfg.parallel.strategy != "none" else 1
     external = external_launcher_env()
     try:
@@ -68,11 +73,32 @@ def launch(cfg, out_dir: Path) -> dict:
     except (Exception, KeyboardInterrupt) as exc:
         record = failure_record(exc, cfg)
         if external is None or external.is_main:
-            write_metrics(out_dir, {**record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
+            # keep what the run recorded before it failed (e.g. training results when compression failed)
+            earlier = read_metrics(out_dir) if (out_dir / METRICS_FILE).exists() else {}
+            write_metrics(out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
+        _close_wandb_run()
+        watch = getattr(exc, "watch", None)
+        if watch is not None:  # preempted after saving its state: let the previous handler (submitit) requeue
+            watch.hand_on()
+            if "SLURM_JOB_ID" in os.environ:
+                # a Slurm job being requeued or cancelled: leave no result behind, the requeued run resumes
+                sys.exit(-1)
+        PreemptionWatch.release_active()
         raise RunFailed(record) from exc
     if not (out_dir / METRICS_FILE).exists():  # a non-zero rank under torchrun/srun
         return {}
     return read_metrics(out_dir)
+
+
+def _close_wandb_run() -> None:
+    """Close this process's W&B run as failed (a resume reopens it by id). Best effort: when Slurm signals
+    the whole job, W&B's own service process may already be gone."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        try:
+            wandb.run.finish(exit_code=1)
+        except Exception:
+            pass
 
 
 class RunFailed(Exception):

@@ -19,8 +19,12 @@ COLUMNS = [
     "point", "name", "overrides", "status", "error", "throughput", "speedup", "step_time_p50_ms", "step_time_p90_ms",
     "accuracy", "accuracy_delta", "precision", "recall", "f1", "peak_memory_mb", "memory_ratio", "time_to_target_s",
     "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent", "mean_gpu_util_percent", "mean_gpu_power_w",
-    "energy_per_sample_j", "energy_ratio", "dir",
+    "energy_per_sample_j", "energy_ratio", "compression", "accuracy_before", "accuracy_after", "f1_before", "f1_after",
+    "sparsity", "nonzero_params", "serialized_bytes_before", "serialized_bytes_after", "size_ratio", "latency_b1_ms_before",
+    "latency_b1_ms_after", "latency_batch_ms_before", "latency_batch_ms_after", "latency_ratio", "quantized_weight_ratio",
+    "structured_speedup", "dir",
 ]
+COMPRESSION_KEYS = COLUMNS[COLUMNS.index("compression"):-1]
 BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
 
 
@@ -70,6 +74,8 @@ def build_rows(points: list, baseline) -> list:
                     "time_to_target_s", "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent",
                     "mean_gpu_util_percent", "mean_gpu_power_w", "energy_per_sample_j"]:
             row[key] = m.get(key)
+        for key in COMPRESSION_KEYS:
+            row[key] = m.get(key)
         row["speedup"] = _ratio(row["throughput"], base.get("throughput"))
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
         row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
@@ -81,19 +87,31 @@ def build_rows(points: list, baseline) -> list:
 
 
 def recommend(rows: list, tolerance: float) -> str:
+    """The fastest point within `tolerance` accuracy of the baseline: by training throughput, or, when the
+    sweep varies compression, by inference latency at the batch size (what compression is for)."""
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
     base = next((r for r in rows if r["baseline"]), None)
     if not ok or base is None:
         return "No recommendation: no point finished."
     eligible = [r for r in ok if r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance]
-    best = max(eligible, key=lambda r: r["throughput"])
+    inference = len({r["compression"] for r in ok}) > 1 and all(r["latency_batch_ms_after"] for r in eligible)
+    if inference:
+        best = min(eligible, key=lambda r: r["latency_batch_ms_after"])
+    else:
+        best = max(eligible, key=lambda r: r["throughput"])
     if best is base:
-        return (f"Recommendation: keep the baseline '{base['name']}': no other point is faster within "
-                f"{100 * tolerance:.1f} accuracy points of it.")
+        return (f"Recommendation: keep the baseline '{base['name']}': no other point is "
+                f"{'faster at inference' if inference else 'faster'} within {100 * tolerance:.1f} accuracy points of it.")
+    accuracy = f"accuracy {best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts)"
+    if inference:
+        size = best["serialized_bytes_after"] and base["serialized_bytes_after"]
+        size_text = f", exported size {base['serialized_bytes_after'] / best['serialized_bytes_after']:.2f}x smaller" if size else ""
+        return (f"Recommendation: '{best['name']}': {base['latency_batch_ms_after'] / best['latency_batch_ms_after']:.2f}x lower "
+                f"inference latency at the batch size than '{base['name']}' ({base['latency_batch_ms_after']:.2f} -> "
+                f"{best['latency_batch_ms_after']:.2f} ms){size_text}, {accuracy}.")
     memory = f", peak memory {best['memory_ratio']:.2f}x" if best["memory_ratio"] else ""
     return (f"Recommendation: '{best['name']}': {best['speedup']:.2f}x the baseline's throughput "
-            f"('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), accuracy "
-            f"{best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts){memory}.")
+            f"('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), {accuracy}{memory}.")
 
 
 def _fmt(value, spec="{:.3g}"):
@@ -111,6 +129,8 @@ TABLE = [  # (header, row key, format)
     ("step p50 ms", "step_time_p50_ms", "{:.2f}"), ("step p90 ms", "step_time_p90_ms", "{:.2f}"), ("accuracy", "accuracy", "{:.4f}"),
     ("Δacc pts", "accuracy_delta", "{:+.2f}"), ("F1", "f1", "{:.4f}"), ("peak MB", "peak_memory_mb", "{:,.0f}"),
     ("mem ratio", "memory_ratio", "{:.2f}x"), ("time-to-acc s", "time_to_target_s", "{:.2f}"), ("size MB", "model_size_mb", "{:.2f}"),
+    ("acc before", "accuracy_before", "{:.4f}"), ("sparsity", "sparsity", "{:.2f}"), ("size ratio", "size_ratio", "{:.2f}x"),
+    ("latency ratio", "latency_ratio", "{:.2f}x"), ("int8 weights", "quantized_weight_ratio", "{:.2f}x smaller"),
     ("util %", "mean_gpu_util_percent", "{:.0f}"), ("J/sample", "energy_per_sample_j", "{:.4f}"), ("energy ratio", "energy_ratio", "{:.2f}x"),
 ]
 

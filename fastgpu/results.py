@@ -10,6 +10,7 @@ import torch
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"  # the resolved config of the run (Hydra's .hydra/ has it too, when Hydra launched it)
 
 
 def _jsonable(value):
@@ -43,6 +44,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def truncate_history(out_dir: Path, lines: int) -> None:
+    """Drop what an interrupted run logged after its last checkpoint (the resumed run logs it again)."""
+    path = Path(out_dir) / HISTORY_FILE
+    if path.exists():
+        kept = path.read_text().splitlines(keepends=True)[:lines]
+        atomic_write_text(path, "".join(kept))
 
 
 class HistoryWriter:

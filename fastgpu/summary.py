@@ -27,11 +27,27 @@ ROWS = [
 ]
 
 
+COMPRESSION_ROWS = [
+    ("compression", "compression", "{}"),
+    ("accuracy_before", "val accuracy before", "{:.4f}"),
+    ("sparsity", "weight sparsity", "{:.1%}"),
+    ("serialized_bytes_before", "exported size before (KB)", "{:,.0f}", 1e-3),
+    ("serialized_bytes_after", "exported size after (KB)", "{:,.0f}", 1e-3),
+    ("quantized_weight_ratio", "int8 weights smaller by", "{:.2f}x"),
+    ("latency_batch_ms_before", "batch latency before (ms)", "{:.2f}"),
+    ("latency_batch_ms_after", "batch latency after (ms)", "{:.2f}"),
+    ("latency_b1_ms_after", "batch-1 latency after (ms)", "{:.2f}"),
+]
+
+
 def format_summary(metrics: dict, title: str = "") -> str:
     lines = []
-    for key, label, fmt in ROWS:
+    rows = ROWS + (COMPRESSION_ROWS if metrics.get("compression") not in (None, "none") else [])
+    for key, label, fmt, *scale in rows:
         value = metrics.get(key)
-        text = "-" if value is None else fmt.format(value)
+        if value is None and key != "time_to_target_s":  # e.g. GPU memory and energy on a CPU run
+            continue
+        text = "-" if value is None else fmt.format(value * scale[0] if scale else value)
         lines.append((label, text))
     setting = (
         f"{metrics.get('device_name', '')} x{metrics.get('world_size', 1)} | {metrics.get('precision_mode')}"

@@ -34,7 +34,7 @@ def point_name(overrides: list, keys: list) -> str:
     parts = []
     for key in keys:
         value = values.get(key)
-        if value is None or value.lower() in ("false", "none", "null"):
+        if value is None or value.lower() in ("false", "null"):
             continue
         short = SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
         if value.lower() == "true":

@@ -18,7 +18,7 @@ METRIC_SUMMARIES = {
 
 
 class WandbLogger:
-    def __init__(self, cfg, out_dir: Path):
+    def __init__(self, cfg, out_dir: Path, resume_id=None):
         import wandb
 
         from fastgpu.errors import FastGPUError
@@ -40,6 +40,8 @@ class WandbLogger:
             config=OmegaConf.to_container(cfg, resolve=True),
             reinit="finish_previous",
             settings=wandb.Settings(quiet=True),
+            id=resume_id,
+            resume="allow" if resume_id else None,
         )
         for key, summary in METRIC_SUMMARIES.items():
             self.run.define_metric(key, summary=summary, step_metric="step")

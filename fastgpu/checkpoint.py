@@ -1,0 +1,160 @@
+"""Full training state, saved atomically every N steps, on a preemption signal and at the end; and resume.
+
+The state is what an uninterrupted run would have in memory at that step: model, optimizer, scheduler,
+grad scaler, RNG states, the position in the data order, the measurements so far, how many history
+lines were written, and the W&B run id (so the resumed run continues the same W&B run).
+"""
+
+import hashlib
+import json
+import random
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from fastgpu.results import save_checkpoint
+
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    loss_sum: float = 0.0
+    logged_loss_sum: float = 0.0
+    logged_step: int = 0
+    step_times: list = field(default_factory=list)
+    data_waits: list = field(default_factory=list)
+    epoch_times: list = field(default_factory=list)
+    eval_time: float = 0.0
+    train_energy: float = 0.0
+    best_accuracy: float = 0.0
+    time_to_target: Optional[float] = None
+    steps_to_target: Optional[int] = None
+    val: dict = field(default_factory=dict)
+    history_lines: int = 0
+    wandb_id: Optional[str] = None
+
+
+def config_fingerprint(cfg) -> str:
+    """What must match for a checkpoint to continue a run: every setting but logging and launching."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("logger", "resume", "hydra", "inference", "export", "report"):
+        plain.pop(key, None)
+    for key in ("progress_bar", "monitor_interval_s", "num_threads", "checkpoint_every_n_steps", "log_every_n_steps"):
+        plain.get("trainer", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path: Path, model, optimizer, scheduler, scaler, progress: Progress, fingerprint: str, main: bool,
+               complete: bool) -> dict:
+    """Gather the full (unsharded) state on every rank (a collective under FSDP); rank 0 writes it
+    atomically. Returns the model state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if main and path is not None:
+        state = {
+            "model": model_state, "optimizer": optim_state, "progress": asdict(progress), "rng": rng_state(),
+            "fingerprint": fingerprint, "complete": complete, "step": progress.step, "epoch": progress.epoch,
+        }
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        save_checkpoint(path, state)
+    return model_state
+
+
+def resumable(path: Path, fingerprint: str) -> bool:
+    """An unfinished checkpoint of this very configuration."""
+    if not path.exists():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return not state.get("complete", True) and state.get("fingerprint") == fingerprint
+
+
+def load_state(path: Path, model, optimizer, scheduler, scaler) -> Progress:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(full_state_dict=True))
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    return Progress(**state["progress"])
+
+
+class PreemptionWatch:
+    """Turns SIGUSR1/SIGUSR2/SIGTERM (Slurm's pre-timeout and preemption signals, a kill) into a flag the
+    train loop reads once per step; after the loop saved its state it hands the signal on to whoever
+    handled it before (submitit requeues the job there)."""
+
+    active = None  # the watch of the run in progress in this process
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    @classmethod
+    def release_active(cls) -> None:
+        """Give the signals back (a run that failed otherwise than by a signal leaves its watch behind)."""
+        if cls.active is not None:
+            cls.active.__exit__()
+
+    def __enter__(self):
+        PreemptionWatch.active = self
+        for signum in PREEMPTION_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: no signal handling here
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def hand_on(self) -> bool:
+        """Call the previous handler of the received signal; True if there was one to call."""
+        previous = self._previous.get(self.signum)
+        self.__exit__()
+        if callable(previous):
+            previous(self.signum, None)
+            return True
+        return False
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+        if PreemptionWatch.active is self:
+            PreemptionWatch.active = None

@@ -1,0 +1,53 @@
+"""Re-load a run's exported model and evaluate it on the run's validation data.
+
+    python -m fastgpu.evaluate outputs/2026-11-26/13-11-04
+
+Prints accuracy, precision, recall and F1 next to the values recorded in the run's metrics.json.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from fastgpu import compression  # noqa: F401  (quiets torchao's import)
+import torchao.quantization.pt2e  # noqa: E402,F401  registers the int8 ops quantised programs use
+from fastgpu.data import build_data
+from fastgpu.deploy import MODEL_FILE
+from fastgpu.metrics import eval_metrics
+from fastgpu.results import CONFIG_FILE, read_metrics
+from fastgpu.train import evaluate
+
+
+def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    program = torch.export.load(str(run_dir / MODEL_FILE))
+    model = program.module()
+    target = torch.device(device)
+    data = build_data(cfg.data, cfg.trainer.seed, 0, 1, target)
+    memory_format = torch.channels_last if cfg.channels_last and target.type == "cuda" else torch.preserve_format
+    return evaluate(model.to(target), data.val, None, target, memory_format, eval_metrics(cfg.data.num_classes, target))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastgpu.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--device", default="cpu", help="where to run the model (int8 models: cpu)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / MODEL_FILE).exists():
+        print(f"fastgpu.evaluate: error: {run_dir / MODEL_FILE} not found; run with export=[torch_export] (the default)", file=sys.stderr)
+        return 2
+    results = evaluate_run(run_dir, args.device)
+    recorded = read_metrics(run_dir)
+    for key in ("accuracy", "precision", "recall", "f1"):
+        print(f"{key:<10} {results[key]:.4f}   recorded {recorded.get(key) if recorded.get(key) is None else f'{recorded[key]:.4f}'}")
+    print(json.dumps({k: results[k] for k in ("accuracy", "precision", "recall", "f1", "loss")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

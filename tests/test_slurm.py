@@ -1,0 +1,128 @@
+"""Against a real one-node Slurm cluster (scripts/slurm/start.sh): sweeps, DDP over srun tasks, the GPU
+preset with fake GPUs, a requeued job that resumes, a failing point. Under CI=true a cluster that cannot
+start fails these tests; elsewhere they are skipped with the reason."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import IN_CI, REPO, run_cli
+from fastgpu.results import read_history, read_metrics
+from fastgpu.status import point_states
+from fastgpu.wandb_offline import offline_runs
+
+FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+         "trainer.progress_bar=false", "inference.repeats=3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    reason = None
+    if os.geteuid() != 0:
+        reason = "starting the Slurm cluster needs root"
+    else:
+        started = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "start.sh")], capture_output=True, text=True, timeout=600)
+        if started.returncode != 0:
+            reason = f"scripts/slurm/start.sh failed: {(started.stdout + started.stderr)[-1500:]}"
+    if reason:
+        if IN_CI:
+            pytest.fail(reason)
+        print(f"skipping Slurm tests: {reason}")
+        pytest.skip(reason)
+    yield
+
+
+def _sbatch_text(sweep_dir):
+    return "\n".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_submission.sh"))
+
+
+def test_two_point_sweep_through_slurm(tmp_path):
+    sweep_dir = tmp_path / "s"
+    result = run_cli("-m", *SLURM, "precision=fp32,bf16", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}",
+                     env={"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = json.loads((sweep_dir / "jobs.json").read_text())
+    for num in ("0", "1"):
+        assert f"submitted point {num} as Slurm job {jobs[num]['job_id']}" in result.stdout
+        assert f"point {num} (job {jobs[num]['job_id']}) ok" in result.stdout
+        assert read_metrics(sweep_dir / num)["status"] == "ok"
+    assert (sweep_dir / "report.md").exists() and "Recommendation" in result.stdout
+    assert [s["state"] for s in point_states(sweep_dir)] == ["ok", "ok"]
+    assert "--ntasks-per-node=1" in _sbatch_text(sweep_dir)
+    for path in sweep_dir.rglob("*"):  # the key reaches jobs through the environment only
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_ddp_with_two_srun_tasks(tmp_path):
+    sweep_dir = tmp_path / "s"
+    result = run_cli("-m", *SLURM, "parallel=ddp", "parallel.nproc_per_node=2", "trainer.epochs=3", f"hydra.sweep.dir={sweep_dir}",
+                     env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--ntasks-per-node=2" in _sbatch_text(sweep_dir)
+    metrics = read_metrics(sweep_dir / "0")
+    assert metrics["world_size"] == 2 and metrics["accuracy"] > 0.9
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "wandb"]
+    assert len(offline_runs(sweep_dir / "0")) == 1  # rank 0 alone logs
+
+
+def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
+    sweep_dir = tmp_path / "s"
+    result = run_cli("-m", "hydra/launcher=slurm_gpu", "hydra.launcher.gpus_per_node=2", "hydra.launcher.cpus_per_task=1",
+                     "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10", "parallel=ddp", "trainer.device=cpu",
+                     "trainer.epochs=2", "trainer.progress_bar=false", "inference.repeats=3", f"hydra.sweep.dir={sweep_dir}",
+                     env={"WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sbatch = _sbatch_text(sweep_dir)
+    assert "--gpus-per-node=2" in sbatch and "--ntasks-per-node=2" in sbatch  # one task per GPU, derived
+    assert read_metrics(sweep_dir / "0")["world_size"] == 2
+
+
+def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    sweep_dir = tmp_path / "s"
+    # two identical trainings (notes differ, training does not): point 1 is requeued mid-run, point 0 is the reference
+    args = [*SLURM, "logger.wandb.notes=reference,requeued", "model.width=64", "trainer.epochs=20", "trainer.log_every_n_steps=10",
+            "trainer.checkpoint_every_n_steps=50", "trainer.monitor_interval_s=0", "inference.benchmark=false",
+            f"hydra.sweep.dir={sweep_dir}"]
+    sweep = subprocess.Popen(["python", "-m", "fastgpu", "-m", *args], cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        history = sweep_dir / "1" / "history.jsonl"
+        if history.exists() and any(h.get("step", 0) >= 120 for h in read_history(sweep_dir / "1")):
+            break
+        assert sweep.poll() is None, sweep.communicate()[0][-3000:]
+        time.sleep(0.1)
+    job_id = json.loads((sweep_dir / "jobs.json").read_text())["1"]["job_id"]
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    output, _ = sweep.communicate(timeout=400)
+    assert sweep.returncode == 0, output[-3000:]
+
+    reference, resumed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
+    assert resumed["status"] == "ok" and resumed["steps"] == reference["steps"] == 440
+    for key in ("accuracy", "val_loss", "f1"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
+    log = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob(f"{job_id}_0_log.err"))
+    assert "resuming" in log and "at step" in log
+    # two offline run dirs (the killed attempt, the resumed one) of one W&B run id
+    attempts = sorted((sweep_dir / "1" / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and {p.name.rsplit("-", 1)[1] for p in attempts} == {resumed["wandb_run_id"]}
+    assert offline_runs(sweep_dir / "1")[-1]["summary"]["steps"] == 440
+
+
+def test_a_failing_point_is_reported_with_its_log_while_the_other_completes(tmp_path):
+    sweep_dir = tmp_path / "s"
+    result = run_cli("-m", *SLURM, "precision=fp32,fp16", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}",
+                     env={"WANDB_MODE": "disabled"})
+    assert result.returncode == 1
+    jobs = json.loads((sweep_dir / "jobs.json").read_text())
+    line = next(l for l in result.stdout.splitlines() if f"point 1 (job {jobs['1']['job_id']}) failed" in l)
+    assert "fp16 needs a CUDA GPU" in line and f"log: {jobs['1']['stderr']}" in line
+    assert os.path.exists(jobs["1"]["stderr"])
+    assert read_metrics(sweep_dir / "0")["status"] == "ok"
+    states = {s["point"]: s["state"] for s in point_states(sweep_dir)}
+    assert states == {0: "ok", 1: "failed"}
