@@ -85,7 +85,8 @@ def main() -> None:
     device = torch.device(args.device)
     results = {}
     for case in args.cases.split(","):
-        overrides = CASES[case] + [f"trainer.device={args.device}", f"trainer.warmup_steps={WARMUP}", "trainer.checkpoint=false"]
+        overrides = CASES[case] + [f"trainer.device={args.device}", f"trainer.warmup_steps={WARMUP}", "trainer.checkpoint=false",
+                                   "inference.benchmark=false", "export=[]"]  # after training: not timed, just slow
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         ratios, fast, plain, monitor_ratios = [], [], [], []
@@ -123,6 +124,9 @@ def main() -> None:
         "cases": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if Path(args.out).exists() and set(results) != set(CASES):  # a subset of the cases: keep the others' results
+        earlier = json.loads(Path(args.out).read_text())["cases"]
+        summary["cases"] = {**earlier, **results}
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print("\n| case | FastGPU / plain (median) | per-round | sampler on / off (median) |")
     print("|---|---|---|---|")

@@ -5,7 +5,6 @@ Every option turns the trained fp32 model into a *deploy model* that the run eva
 benchmarks; `none` deploys the trained model as it is.
 """
 
-import copy
 import logging
 import math
 import warnings
@@ -238,7 +237,7 @@ def quantize_dynamic(model: nn.Module) -> nn.Module:
     return model
 
 
-def quantized_weight_bytes(original: nn.Module, deployed: nn.Module) -> dict:
+def quantized_weight_bytes(deployed: nn.Module) -> dict:
     """Bytes of the quantised layers' weights before (fp32) and after (int8 data + scales/zero points)."""
     after, quantized_numel = 0, 0
     for tensor in deployed.state_dict().values():
@@ -296,6 +295,3 @@ def compress(cfg, model: nn.Module, data, device, precision) -> tuple:
         return quantize_static(model, data.train, cfg.calibration_batches, example.cpu()), cpu, facts
     return quantize_aware_train(model, data.train, cfg.qat_epochs, cfg.finetune_lr, example.cpu(), precision), cpu, facts
 
-
-def copy_model(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)

@@ -41,7 +41,7 @@ def export_model(model, example: torch.Tensor, out_dir: Path, formats) -> dict:
     facts["serialized_bytes"] = serialized_bytes(program)
     if "onnx" in formats:
         try:
-            torch.onnx.export(model, (example,), str(Path(out_dir) / ONNX_FILE), dynamo=True,
+            torch.onnx.export(model, (example,), str(Path(out_dir) / ONNX_FILE), dynamo=True, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
             facts["onnx_file"] = ONNX_FILE
         except Exception as exc:  # the exporter does not handle every model (int8 graphs, missing onnxscript)

@@ -56,7 +56,6 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
     before.update(_measure(model, batch, device, precision.autocast, cfg, ccfg.compile_inference))
     if ccfg.name != "none":
         before["serialized_bytes"] = deploy.serialized_bytes(deploy.export_program(model, example))
-        original = C.copy_model(model)
 
     deployed, deploy_device, facts = C.compress(ccfg, model, data, device, precision)
     autocast = precision.autocast if deploy_device == device else contextlib.nullcontext
@@ -75,7 +74,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         after = {**C.sparsity(deployed), **{k: val_after[k] for k in QUALITY}, "val_loss": val_after["loss"]}
         after.update(_measure(deployed, batch, deploy_device, autocast, cfg, ccfg.compile_inference))
         if ccfg.name in C.INT8_CPU:
-            result.update(C.quantized_weight_bytes(original, deployed))
+            result.update(C.quantized_weight_bytes(deployed))
             if result["quantized_weight_bytes_after"]:
                 result["quantized_weight_ratio"] = result["quantized_weight_bytes_before"] / result["quantized_weight_bytes_after"]
     after["serialized_bytes"] = result.get("serialized_bytes")

@@ -138,3 +138,19 @@ def test_unsharing_activations_keeps_the_function():
         x = torch.randn(2, *((1, 8, 8) if isinstance(model, SmallCNN) else (3, 32, 32)))
         expected = model.eval()(x)
         torch.testing.assert_close(unshare_activations(model)(x), expected)
+
+
+def test_onnx_export_runs_like_the_model(tmp_path, quiet_wandb):
+    import numpy as np
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    metrics = launch(compose_cfg("export=[torch_export,onnx]", "trainer.epochs=2", "trainer.progress_bar=false",
+                                 "inference.benchmark=false"), tmp_path)
+    assert metrics["onnx_file"] == "model.onnx" and "onnx_error" not in metrics
+    onnx.checker.check_model(str(tmp_path / "model.onnx"))
+    cfg = compose_cfg()
+    batch = next(iter(build_data(cfg.data, 0).val))[0][:3]
+    (logits,) = ReferenceEvaluator(str(tmp_path / "model.onnx")).run(None, {"x": batch.numpy()})
+    expected = torch.export.load(str(tmp_path / "model.pt2")).module()(batch).detach().numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-4)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import IN_CI, REPO, run_cli
 from fastgpu.results import read_history, read_metrics
-from fastgpu.status import point_states
+from fastgpu.status import point_states, slurm_accounting
 from fastgpu.wandb_offline import offline_runs
 
 FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
@@ -126,3 +126,24 @@ def test_a_failing_point_is_reported_with_its_log_while_the_other_completes(tmp_
     assert read_metrics(sweep_dir / "0")["status"] == "ok"
     states = {s["point"]: s["state"] for s in point_states(sweep_dir)}
     assert states == {0: "ok", 1: "failed"}
+
+
+def test_jobs_outlive_the_submitting_process_and_the_report_is_built_after(tmp_path):
+    from fastgpu.report import main as report_main
+
+    sweep_dir = tmp_path / "s"
+    sweep = subprocess.Popen(["python", "-m", "fastgpu", "-m", *SLURM, "precision=fp32,bf16", "trainer.epochs=3",
+                              f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (sweep_dir / "jobs.json").exists():
+        assert time.time() < deadline and sweep.poll() is None
+        time.sleep(0.1)
+    sweep.kill()  # the submitting side goes away; the Slurm jobs do not
+    sweep.wait()
+    job_ids = [j["job_id"] for j in json.loads((sweep_dir / "jobs.json").read_text()).values()]
+    while [state for state, _ in slurm_accounting(job_ids).values()] != ["COMPLETED", "COMPLETED"]:
+        assert time.time() < deadline, slurm_accounting(job_ids)
+        time.sleep(0.5)
+    assert {s["state"] for s in point_states(sweep_dir)} == {"ok"}
+    assert report_main([str(sweep_dir)]) == 0 and (sweep_dir / "report.md").exists()
