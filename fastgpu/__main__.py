@@ -14,14 +14,14 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.config import register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
-from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
+from fastgpu.summary import format_summary
 from fastgpu.sweep import point_name, point_tags, sweep_group, swept_keys, task_overrides
 from fastgpu.train import run_name
-from fastgpu.summary import format_summary
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
