@@ -136,8 +136,11 @@ TABLE = [  # (header, row key, format)
 
 
 def _columns(rows: list) -> list:
-    """The table's columns, less those no point has a value for (GPU columns on a CPU sweep)."""
-    return [c for c in TABLE if c[1] in ("name", "status") or any(r.get(c[1]) is not None for r in rows)]
+    """The table's columns, less those no point has a value for (GPU columns on a CPU sweep) and the
+    before/after ones when no point was compressed."""
+    compressed = any(r.get("compression") not in (None, "none") for r in rows)
+    return [c for c in TABLE if c[1] in ("name", "status")
+            or (any(r.get(c[1]) is not None for r in rows) and (compressed or c[1] not in COMPRESSION_KEYS))]
 
 
 def _cells(row, columns) -> list:
