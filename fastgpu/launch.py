@@ -60,10 +60,11 @@ def launch(cfg, out_dir: Path) -> dict:
     """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
-    OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also when launched from Python
     nproc = cfg.parallel.nproc_per_node if cfg.parallel.strategy != "none" else 1
     external = external_launcher_env()
+    if external is None or external.is_main:
+        (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
+        OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also when launched from Python
     try:
         if external is None and nproc > 1:
             port = cfg.parallel.master_port or free_port()
