@@ -88,18 +88,22 @@ def save_state(path: Path, model, optimizer, scheduler, scaler, progress: Progre
     return model_state
 
 
-def resumable(path: Path, fingerprint: str) -> bool:
-    """An unfinished checkpoint of this very configuration."""
+def resumable_state(path: Path, fingerprint: str) -> Optional[dict]:
+    """The saved state if it is an unfinished checkpoint of this very configuration, else None."""
     if not path.exists():
-        return False
+        return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    return not state.get("complete", True) and state.get("fingerprint") == fingerprint
+    return state if not state.get("complete", True) and state.get("fingerprint") == fingerprint else None
 
 
-def load_state(path: Path, model, optimizer, scheduler, scaler) -> Progress:
+def resumable(path: Path, fingerprint: str) -> bool:
+    return resumable_state(path, fingerprint) is not None
+
+
+def load_state(state: dict, model, optimizer, scheduler, scaler) -> Progress:
+    """Put a saved state (from resumable_state) back into the run's objects; return its progress."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=StateDictOptions(full_state_dict=True))
     if scheduler is not None and "scheduler" in state:

@@ -4,6 +4,8 @@ handles it), measure its serialized size and its inference latency on the device
 Load an exported model without FastGPU:
 
     import torch
+
+from fastgpu.errors import described
     import torchao.quantization.pt2e  # only for int8 models: registers their quantize/dequantize ops
     program = torch.export.load("outputs/.../model.pt2")
     logits = program.module()(images)
@@ -45,7 +47,7 @@ def export_model(model, example: torch.Tensor, out_dir: Path, formats) -> dict:
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
             facts["onnx_file"] = ONNX_FILE
         except Exception as exc:  # the exporter does not handle every model (int8 graphs, missing onnxscript)
-            facts["onnx_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+            facts["onnx_error"] = described(exc)
     return facts
 
 

@@ -13,6 +13,7 @@ import torch
 from fastgpu import compression as C
 from fastgpu import deploy
 from fastgpu.data import build_data
+from fastgpu.errors import described
 from fastgpu.metrics import eval_metrics
 from fastgpu.models import build_model
 
@@ -31,7 +32,7 @@ def _measure(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
     except Exception as exc:  # inductor cannot compile every graph (seen: int8 convs at 8x8); measure eager instead
         torch._dynamo.reset()
         measured = deploy.inference_latency(model, batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup)
-        measured["inference_compile_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        measured["inference_compile_error"] = described(exc, 200)
         return measured
 
 
@@ -63,7 +64,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
     try:
         result.update(deploy.export_model(deployed, example.to(deploy_device), out_dir, cfg.export))
     except Exception as exc:  # a model the exporter cannot trace still gets evaluated and benchmarked
-        result["export_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+        result["export_error"] = described(exc)
 
     if ccfg.name == "none":
         after = dict(before)

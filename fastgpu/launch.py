@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from fastgpu.checkpoint import PreemptionWatch
-from fastgpu.errors import FastGPUError
+from fastgpu.errors import FastGPUError, first_line
 from fastgpu.parallel import DistEnv, external_launcher_env, free_port
 from fastgpu.results import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
 
@@ -45,7 +45,7 @@ def failure_record(exc: BaseException, cfg) -> dict:
     if isinstance(exc, torch.OutOfMemoryError):
         return {"status": "oom", "error_type": "OutOfMemoryError", "error": _oom_message(cfg)}
     status = exc.status if isinstance(exc, FastGPUError) else "failed"
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = first_line(exc)
     return {"status": status, "error_type": type(exc).__name__, "error": message}
 
 

@@ -95,9 +95,10 @@ def _report(num, job, point_dir: Path) -> None:
 
 def _record_lost_job(point_dir: Path, job, exc) -> dict:
     """A job that ended without a result (killed, out of memory, node failure): a failed point on record."""
+    from fastgpu.errors import first_line
     from fastgpu.results import METRICS_FILE, read_metrics, write_metrics
 
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc)
     record = {"status": "failed", "error_type": type(exc).__name__,
               "error": f"Slurm job {job.job_id} ended without a result ({reason[:200]}); see {job.paths.stderr}"}
     point_dir.mkdir(parents=True, exist_ok=True)

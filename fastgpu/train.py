@@ -23,9 +23,9 @@ from tqdm import tqdm
 import fastgpu
 from fastgpu import metrics as M
 from fastgpu.data import build_data
-from fastgpu.errors import DivergedError, FastGPUError
-from fastgpu.checkpoint import PreemptionWatch, Progress, config_fingerprint, load_state, resumable, save_state
+from fastgpu.checkpoint import PreemptionWatch, Progress, config_fingerprint, load_state, resumable_state, save_state
 from fastgpu.compression import training_hook
+from fastgpu.errors import DivergedError, FastGPUError
 from fastgpu.finalize import compress_and_deploy
 from fastgpu.models import build_model, model_stats
 from fastgpu.monitor import ResourceMonitor
@@ -134,10 +134,12 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     checkpoint_path = out_dir / CHECKPOINT_FILE
     fingerprint = config_fingerprint(cfg)
     p = Progress()
-    if resumable(checkpoint_path, fingerprint):
+    saved = resumable_state(checkpoint_path, fingerprint)  # loaded once, used below
+    if saved is not None:
         if pruner is not None:
             raise FastGPUError("a run with compression.schedule=gradual cannot resume; rerun it or use schedule=oneshot")
-        p = load_state(checkpoint_path, model, optimizer, scheduler, scaler)
+        p = load_state(saved, model, optimizer, scheduler, scaler)
+        del saved
         if main:
             truncate_history(out_dir, p.history_lines)
             print(f"fastgpu: resuming {out_dir} at step {p.step} (epoch {p.epoch}, batch {p.batch_in_epoch})", file=sys.stderr)
