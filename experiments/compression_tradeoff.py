@@ -23,13 +23,31 @@ from fastgpu.launch import launch  # noqa: E402
 
 OPTIONS = ["none", "prune", "prune_structured", "quantize_dynamic", "quantize_static", "qat"]
 CASES = {
-    "resnet18-synthetic32": ["model=resnet18", "data=synthetic", "data.train_samples=256", "data.val_samples=128",
-                             "trainer.max_steps=4", "trainer.warmup_steps=1"],
+    "resnet18-synthetic32": [
+        "model=resnet18",
+        "data=synthetic",
+        "data.train_samples=256",
+        "data.val_samples=128",
+        "trainer.max_steps=4",
+        "trainer.warmup_steps=1",
+    ],
     "small_cnn-digits": ["model=small_cnn", "data=digits", "trainer.epochs=10"],
 }
-KEYS = ["accuracy_before", "accuracy", "sparsity", "serialized_bytes_before", "serialized_bytes_after", "size_ratio",
-        "quantized_weight_ratio", "latency_b1_ms_before", "latency_b1_ms_after", "latency_batch_ms_before",
-        "latency_batch_ms_after", "latency_ratio", "structured_speedup"]
+KEYS = [
+    "accuracy_before",
+    "accuracy",
+    "sparsity",
+    "serialized_bytes_before",
+    "serialized_bytes_after",
+    "size_ratio",
+    "quantized_weight_ratio",
+    "latency_b1_ms_before",
+    "latency_b1_ms_after",
+    "latency_batch_ms_before",
+    "latency_batch_ms_after",
+    "latency_ratio",
+    "structured_speedup",
+]
 
 
 def main() -> None:
@@ -45,8 +63,16 @@ def main() -> None:
         results[case] = {}
         for option in OPTIONS:
             with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-                cfg = compose("config", overrides=overrides + [f"compression={option}", "compression.compile_inference=true",
-                                                              "inference.repeats=10", "trainer.progress_bar=false"])
+                cfg = compose(
+                    "config",
+                    overrides=overrides
+                    + [
+                        f"compression={option}",
+                        "compression.compile_inference=true",
+                        "inference.repeats=10",
+                        "trainer.progress_bar=false",
+                    ],
+                )
             with tempfile.TemporaryDirectory() as tmp:
                 metrics = launch(cfg, Path(tmp))
             row = {k: metrics.get(k) for k in KEYS}
@@ -56,15 +82,22 @@ def main() -> None:
                     row[key] = metrics[key]
             results.setdefault(case, {})[option] = row
             print(case, option, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-            out.write_text(json.dumps({"command": "python experiments/compression_tradeoff.py", "cases": results}, indent=2) + "\n")
-    print("\n| case | option | size ratio | int8 weights | batch latency ratio | batch-1 latency (ms) before → after | accuracy Δ (pts) |")
+            out.write_text(
+                json.dumps({"command": "python experiments/compression_tradeoff.py", "cases": results}, indent=2) + "\n"
+            )
+    print(
+        "\n| case | option | size ratio | int8 weights | batch latency ratio "
+        "| batch-1 latency (ms) before → after | accuracy Δ (pts) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for case, options in results.items():
         for option, r in options.items():
             q = f"{r['quantized_weight_ratio']:.2f}x" if r["quantized_weight_ratio"] else "-"
             eager = " (eager: compile failed)" if r.get("inference_compile_error_after") else ""
-            print(f"| {case} | {option} | {r['size_ratio']:.2f}x | {q} | {r['latency_ratio']:.2f}x{eager} | "
-                  f"{r['latency_b1_ms_before']:.2f} → {r['latency_b1_ms_after']:.2f} | {100 * r['accuracy_delta']:+.2f} |")
+            print(
+                f"| {case} | {option} | {r['size_ratio']:.2f}x | {q} | {r['latency_ratio']:.2f}x{eager} | "
+                f"{r['latency_b1_ms_before']:.2f} → {r['latency_b1_ms_after']:.2f} | {100 * r['accuracy_delta']:+.2f} |"
+            )
 
 
 if __name__ == "__main__":

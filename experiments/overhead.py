@@ -35,7 +35,13 @@ from fastgpu.models import build_model  # noqa: E402
 CASES = {
     "small_cnn-digits": ["model=small_cnn", "data=digits", "trainer.max_steps=400"],
     # torchvision's own resnet18 stem, as on ImageNet; the CIFAR stem makes a CPU step ~1 s
-    "resnet18-synthetic32": ["model=resnet18", "model.stem=imagenet", "data=synthetic", "data.image_size=32", "trainer.max_steps=60"],
+    "resnet18-synthetic32": [
+        "model=resnet18",
+        "model.stem=imagenet",
+        "data=synthetic",
+        "data.image_size=32",
+        "trainer.max_steps=60",
+    ],
 }
 WARMUP = 5
 
@@ -85,8 +91,13 @@ def main() -> None:
     device = torch.device(args.device)
     results = {}
     for case in args.cases.split(","):
-        overrides = CASES[case] + [f"trainer.device={args.device}", f"trainer.warmup_steps={WARMUP}", "trainer.checkpoint=false",
-                                   "inference.benchmark=false", "export=[]"]  # after training: not timed, just slow
+        overrides = CASES[case] + [
+            f"trainer.device={args.device}",
+            f"trainer.warmup_steps={WARMUP}",
+            "trainer.checkpoint=false",
+            "inference.benchmark=false",
+            "export=[]",
+        ]  # after training: not timed, just slow
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         ratios, fast, plain, monitor_ratios = [], [], [], []
@@ -94,7 +105,9 @@ def main() -> None:
         cfg_no_monitor.trainer.monitor_interval_s = 0
         for round_index in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
-                order = ("fastgpu", "plain", "no_monitor") if round_index % 2 == 0 else ("no_monitor", "plain", "fastgpu")
+                order = (
+                    ("fastgpu", "plain", "no_monitor") if round_index % 2 == 0 else ("no_monitor", "plain", "fastgpu")
+                )
                 measured = {}
                 for which in order:
                     if which == "plain":
@@ -105,8 +118,12 @@ def main() -> None:
             plain.append(measured["plain"])
             ratios.append(measured["fastgpu"] / measured["plain"])
             monitor_ratios.append(measured["fastgpu"] / measured["no_monitor"])
-            print(f"{case} round {round_index}: fastgpu {measured['fastgpu']:.0f} plain {measured['plain']:.0f} samples/s "
-                  f"ratio {ratios[-1]:.3f}; sampler on/off {monitor_ratios[-1]:.3f}", flush=True)
+            print(
+                f"{case} round {round_index}: fastgpu {measured['fastgpu']:.0f} "
+                f"plain {measured['plain']:.0f} samples/s "
+                f"ratio {ratios[-1]:.3f}; sampler on/off {monitor_ratios[-1]:.3f}",
+                flush=True,
+            )
         results[case] = {
             "ratio_median": statistics.median(ratios),
             "ratios": ratios,
@@ -131,8 +148,10 @@ def main() -> None:
     print("\n| case | FastGPU / plain (median) | per-round | sampler on / off (median) |")
     print("|---|---|---|---|")
     for case, r in results.items():
-        print(f"| {case} | {r['ratio_median']:.3f} | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
-              f"{r['monitor_on_off_ratio_median']:.3f} |")
+        print(
+            f"| {case} | {r['ratio_median']:.3f} | {', '.join(f'{x:.2f}' for x in r['ratios'])} | "
+            f"{r['monitor_on_off_ratio_median']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

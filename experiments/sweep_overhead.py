@@ -25,26 +25,42 @@ def measure(launcher_args: list) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         sweep_dir = Path(tmp) / "sweep"
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "fastgpu", "-m", *SWEEP, *launcher_args, f"hydra.sweep.dir={sweep_dir}"],
-                                cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+        result = subprocess.run(
+            [sys.executable, "-m", "fastgpu", "-m", *SWEEP, *launcher_args, f"hydra.sweep.dir={sweep_dir}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "WANDB_MODE": "offline"},
+        )
         wall = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(result.stderr[-2000:])
         points = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
         training = sum(p["train_time_s"] + p["eval_time_s"] for p in points)
-    return {"points": len(points), "wall_s": wall, "training_s": training, "overhead_s": wall - training,
-            "overhead_per_point_s": (wall - training) / len(points)}
+    return {
+        "points": len(points),
+        "wall_s": wall,
+        "training_s": training,
+        "overhead_s": wall - training,
+        "overhead_per_point_s": (wall - training) / len(points),
+    }
 
 
 def main() -> None:
     results = {name: measure(args) for name, args in LAUNCHERS.items()}
     out = REPO / "experiments" / "results" / "sweep_overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python experiments/sweep_overhead.py", "sweep": SWEEP, "launchers": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"command": "python experiments/sweep_overhead.py", "sweep": SWEEP, "launchers": results}, indent=2)
+        + "\n"
+    )
     print("| launcher | points | wall s | training s | overhead s | per point s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['points']} | {r['wall_s']:.1f} | {r['training_s']:.1f} | {r['overhead_s']:.1f} | {r['overhead_per_point_s']:.2f} |")
+        print(
+            f"| {name} | {r['points']} | {r['wall_s']:.1f} | {r['training_s']:.1f} | {r['overhead_s']:.1f} "
+            f"| {r['overhead_per_point_s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

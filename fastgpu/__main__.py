@@ -63,13 +63,18 @@ def main(cfg) -> dict:
 def resume_target(run_dir: Path):
     """`+resume=<run dir>`: that run's own config, continued from its unfinished checkpoint."""
     if not (run_dir / CONFIG_FILE).exists() or not (run_dir / CHECKPOINT_FILE).exists():
-        print(f"fastgpu: error: +resume={run_dir}: no {CONFIG_FILE} and {CHECKPOINT_FILE} there; pass the dir of an "
-              "interrupted run", file=sys.stderr)
+        print(
+            f"fastgpu: error: +resume={run_dir}: no {CONFIG_FILE} and {CHECKPOINT_FILE} there; pass the dir of an "
+            "interrupted run",
+            file=sys.stderr,
+        )
         sys.exit(2)
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     if not resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg)):
-        print(f"fastgpu: error: +resume={run_dir}: its checkpoint is complete (the run finished) or from other settings",
-              file=sys.stderr)
+        print(
+            f"fastgpu: error: +resume={run_dir}: its checkpoint is complete (the run finished) or from other settings",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return run_dir, cfg
 
@@ -91,7 +96,9 @@ def name_sweep_point(cfg, hydra_cfg) -> None:
 def config_error_line(exc: Exception) -> str:
     """Hydra's multi-line composition errors as one line that names the bad key or option and the fix."""
     text = str(exc)
-    missing = re.match(r"In '[^']*': (Could not find '[^']+')\s+Available options in '([^']+)':\s+(.*?)Config search path", text, re.S)
+    missing = re.match(
+        r"In '[^']*': (Could not find '[^']+')\s+Available options in '([^']+)':\s+(.*?)Config search path", text, re.S
+    )
     if missing:
         return f"{missing.group(1)}; available options in '{missing.group(2)}': {', '.join(missing.group(3).split())}"
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc

@@ -20,13 +20,19 @@ class SweepReport(Callback):
         report = build_report(sweep_dir, list(config.report.baseline), config.report.accuracy_tolerance)
         if not report["rows"]:
             return
-        print(f"\nFastGPU sweep: {sweep_dir}\n{terminal_table(report['rows'])}\n{report['recommendation']}\nreport: {sweep_dir / 'report.md'}")
+        print(
+            f"\nFastGPU sweep: {sweep_dir}\n{terminal_table(report['rows'])}\n{report['recommendation']}\n"
+            f"report: {sweep_dir / 'report.md'}"
+        )
         experiment = config.hydra.runtime.choices.get("experiment")
         group = config.logger.wandb.group or sweep_group(sweep_dir, experiment)
         from fastgpu.wandb_logger import log_sweep_report
 
         log_sweep_report(config, sweep_dir, group, report)
         if report["failed"]:
-            print(f"fastgpu: {len(report['failed'])} of {len(report['rows'])} sweep points failed; see {sweep_dir / 'report.md'}",
-                  file=sys.stderr)
+            print(
+                f"fastgpu: {len(report['failed'])} of {len(report['rows'])} sweep points failed; "
+                f"see {sweep_dir / 'report.md'}",
+                file=sys.stderr,
+            )
             sys.exit(1)

@@ -68,17 +68,26 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(path: Path, model, optimizer, scheduler, scaler, progress: Progress, fingerprint: str, main: bool,
-               complete: bool) -> dict:
+def save_state(
+    path: Path, model, optimizer, scheduler, scaler, progress: Progress, fingerprint: str, main: bool, complete: bool
+) -> dict:
     """Gather the full (unsharded) state on every rank (a collective under FSDP); rank 0 writes it
     atomically. Returns the model state."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    model_state, optim_state = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    model_state, optim_state = get_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     if main and path is not None:
         state = {
-            "model": model_state, "optimizer": optim_state, "progress": asdict(progress), "rng": rng_state(),
-            "fingerprint": fingerprint, "complete": complete, "step": progress.step, "epoch": progress.epoch,
+            "model": model_state,
+            "optimizer": optim_state,
+            "progress": asdict(progress),
+            "rng": rng_state(),
+            "fingerprint": fingerprint,
+            "complete": complete,
+            "step": progress.step,
+            "epoch": progress.epoch,
         }
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
@@ -104,8 +113,13 @@ def load_state(state: dict, model, optimizer, scheduler, scaler) -> Progress:
     """Put a saved state (from resumable_state) back into the run's objects; return its progress."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=StateDictOptions(full_state_dict=True))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optimizer"],
+        options=StateDictOptions(full_state_dict=True),
+    )
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and "scaler" in state:

@@ -109,6 +109,7 @@ def finetune(model: nn.Module, loader, epochs: int, lr: float, device, precision
 
 # --- structured pruning: whole output channels by L2 norm ---------------------------------------------
 
+
 def _inner_chains(model: nn.Module) -> list:
     """(conv_a, bn_a, conv_b) chains whose middle channels can be removed physically: the inner convs
     of residual blocks (torchvision BasicBlock / Bottleneck, FastGPU's ResidualBlock)."""
@@ -116,23 +117,42 @@ def _inner_chains(model: nn.Module) -> list:
     for block in model.modules():
         for a, b in (("1", "2"), ("2", "3")):
             conv_a, bn_a, conv_b = (getattr(block, n, None) for n in (f"conv{a}", f"bn{a}", f"conv{b}"))
-            if isinstance(conv_a, nn.Conv2d) and isinstance(bn_a, nn.BatchNorm2d) and isinstance(conv_b, nn.Conv2d) and conv_a.groups == 1 == conv_b.groups:
+            if (
+                isinstance(conv_a, nn.Conv2d)
+                and isinstance(bn_a, nn.BatchNorm2d)
+                and isinstance(conv_b, nn.Conv2d)
+                and conv_a.groups == 1 == conv_b.groups
+            ):
                 chains.append((block, f"conv{a}", f"bn{a}", f"conv{b}"))
     return chains
 
 
 def _shrink(block, conv_a_name, bn_name, conv_b_name, keep: torch.Tensor) -> None:
     conv_a, bn, conv_b = getattr(block, conv_a_name), getattr(block, bn_name), getattr(block, conv_b_name)
-    new_a = nn.Conv2d(conv_a.in_channels, len(keep), conv_a.kernel_size, conv_a.stride, conv_a.padding, conv_a.dilation,
-                      bias=conv_a.bias is not None)
+    new_a = nn.Conv2d(
+        conv_a.in_channels,
+        len(keep),
+        conv_a.kernel_size,
+        conv_a.stride,
+        conv_a.padding,
+        conv_a.dilation,
+        bias=conv_a.bias is not None,
+    )
     new_a.weight.data = conv_a.weight.data[keep].clone()
     if conv_a.bias is not None:
         new_a.bias.data = conv_a.bias.data[keep].clone()
     new_bn = nn.BatchNorm2d(len(keep), bn.eps, bn.momentum)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(new_bn, name).data = getattr(bn, name).data[keep].clone()
-    new_b = nn.Conv2d(len(keep), conv_b.out_channels, conv_b.kernel_size, conv_b.stride, conv_b.padding, conv_b.dilation,
-                      bias=conv_b.bias is not None)
+    new_b = nn.Conv2d(
+        len(keep),
+        conv_b.out_channels,
+        conv_b.kernel_size,
+        conv_b.stride,
+        conv_b.padding,
+        conv_b.dilation,
+        bias=conv_b.bias is not None,
+    )
     new_b.weight.data = conv_b.weight.data[:, keep].clone()
     if conv_b.bias is not None:
         new_b.bias.data = conv_b.bias.data.clone()
@@ -160,6 +180,7 @@ def structured_prune(model: nn.Module, amount: float) -> str:
 
 
 # --- quantisation -------------------------------------------------------------------------------------
+
 
 def unshare_activations(model: nn.Module) -> nn.Module:
     """Replace ReLU modules by the function. torchvision's blocks call one `self.relu` twice; the x86
@@ -245,7 +266,9 @@ def quantized_weight_bytes(deployed: nn.Module) -> dict:
             after += sum(t.numel() * t.element_size() for t in (tensor.qdata, tensor.scale))
             quantized_numel += tensor.qdata.numel()
     for name, tensor in deployed.state_dict().items():
-        if not hasattr(tensor, "qdata") and (tensor.dtype == torch.int8 or name.startswith(("_scale_", "_zero_point_"))):
+        if not hasattr(tensor, "qdata") and (
+            tensor.dtype == torch.int8 or name.startswith(("_scale_", "_zero_point_"))
+        ):
             after += tensor.numel() * tensor.element_size()
             quantized_numel += tensor.numel() if tensor.dtype == torch.int8 else 0
     return {"quantized_weight_bytes_before": 4 * quantized_numel, "quantized_weight_bytes_after": after}
@@ -253,7 +276,10 @@ def quantized_weight_bytes(deployed: nn.Module) -> dict:
 
 def sparse24(model: nn.Module, device) -> nn.Module:
     if device.type != "cuda":
-        raise FastGPUError("compression=sparse24 (2:4 semi-structured sparsity) needs a CUDA GPU (sm_80+); use compression=prune on this device")
+        raise FastGPUError(
+            "compression=sparse24 (2:4 semi-structured sparsity) needs a CUDA GPU (sm_80+); "
+            "use compression=prune on this device"
+        )
     from torch.sparse import to_sparse_semi_structured
 
     for module in model.modules():
@@ -293,5 +319,8 @@ def compress(cfg, model: nn.Module, data, device, precision) -> tuple:
         return quantize_dynamic(model), cpu, facts
     if cfg.name == "quantize_static":
         return quantize_static(model, data.train, cfg.calibration_batches, example.cpu()), cpu, facts
-    return quantize_aware_train(model, data.train, cfg.qat_epochs, cfg.finetune_lr, example.cpu(), precision), cpu, facts
-
+    return (
+        quantize_aware_train(model, data.train, cfg.qat_epochs, cfg.finetune_lr, example.cpu(), precision),
+        cpu,
+        facts,
+    )

@@ -67,7 +67,9 @@ def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) 
             train_set, val_set = (TensorDataset(*(t.to(device) for t in d.tensors)) for d in (train_set, val_set))
         return _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
     if cfg.device_resident:
-        raise FastGPUError(f"data.device_resident=true works for in-memory data (digits, synthetic), not data={cfg.name}")
+        raise FastGPUError(
+            f"data.device_resident=true works for in-memory data (digits, synthetic), not data={cfg.name}"
+        )
     return _item_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
 
 
@@ -76,7 +78,9 @@ def _digits(cfg, seed):
     from sklearn.model_selection import train_test_split
 
     if (cfg.channels, cfg.image_size, cfg.num_classes) != (1, 8, 10):
-        raise FastGPUError("data=digits is 1x8x8 with 10 classes; leave data.channels/image_size/num_classes as they are")
+        raise FastGPUError(
+            "data=digits is 1x8x8 with 10 classes; leave data.channels/image_size/num_classes as they are"
+        )
     images, labels = load_digits(return_X_y=True)
     train_x, val_x, train_y, val_y = train_test_split(
         images, labels, test_size=cfg.val_fraction, stratify=labels, random_state=seed
@@ -110,13 +114,15 @@ def _require_root(cfg, expected: str, hint: str) -> Path:
     root = Path(cfg.root).expanduser()
     if not (root / expected).exists():
         raise FastGPUError(
-            f"data.root={cfg.root}: expected {root / expected} ({hint}); FastGPU never downloads data, point data.root at a local copy"
+            f"data.root={cfg.root}: expected {root / expected} ({hint}); "
+            "FastGPU never downloads data, point data.root at a local copy"
         )
     return root
 
 
 def _cifar10(cfg, seed):
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     root = _require_root(cfg, "cifar-10-batches-py", "the extracted CIFAR-10 python archive")
     normalize = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -157,7 +163,9 @@ def _imagefolder(cfg, seed):
 
 def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):
     if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
     elif shuffle:
         sampler = EpochShuffle(len(dataset), seed)
     else:
@@ -182,10 +190,16 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
     train_sampler = _sampler(train_set, True, seed, rank, world_size)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
     train = DataLoader(
-        train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **_loader_kwargs(cfg, device)
+        train_set,
+        sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last),
+        batch_size=None,
+        **_loader_kwargs(cfg, device),
     )
     val = DataLoader(
-        val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **_loader_kwargs(cfg, device)
+        val_set,
+        sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False),
+        batch_size=None,
+        **_loader_kwargs(cfg, device),
     )
     return DataBundle(train, val, train_sampler)
 
@@ -193,6 +207,12 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
 def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):
     train_sampler = _sampler(train_set, True, seed, rank, world_size, drop_last=cfg.drop_last)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
-    train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **_loader_kwargs(cfg, device))
+    train = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        sampler=train_sampler,
+        drop_last=cfg.drop_last,
+        **_loader_kwargs(cfg, device),
+    )
     val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg, device))
     return DataBundle(train, val, train_sampler)

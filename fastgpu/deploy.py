@@ -4,8 +4,6 @@ handles it), measure its serialized size and its inference latency on the device
 Load an exported model without FastGPU:
 
     import torch
-
-from fastgpu.errors import described
     import torchao.quantization.pt2e  # only for int8 models: registers their quantize/dequantize ops
     program = torch.export.load("outputs/.../model.pt2")
     logits = program.module()(images)
@@ -17,6 +15,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from fastgpu.errors import described
 
 MODEL_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
@@ -43,8 +43,14 @@ def export_model(model, example: torch.Tensor, out_dir: Path, formats) -> dict:
     facts["serialized_bytes"] = serialized_bytes(program)
     if "onnx" in formats:
         try:
-            torch.onnx.export(model, (example,), str(Path(out_dir) / ONNX_FILE), dynamo=True, verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            torch.onnx.export(
+                model,
+                (example,),
+                str(Path(out_dir) / ONNX_FILE),
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            )
             facts["onnx_file"] = ONNX_FILE
         except Exception as exc:  # the exporter does not handle every model (int8 graphs, missing onnxscript)
             facts["onnx_error"] = described(exc)

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import torch
+import torchao.quantization.pt2e  # noqa: E402,F401  registers the int8 ops quantised programs use
 from omegaconf import OmegaConf
 
 from fastgpu import compression  # noqa: F401  (quiets torchao's import)
-import torchao.quantization.pt2e  # noqa: E402,F401  registers the int8 ops quantised programs use
 from fastgpu.data import build_data
 from fastgpu.deploy import MODEL_FILE
 from fastgpu.metrics import eval_metrics
@@ -39,12 +39,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not (run_dir / MODEL_FILE).exists():
-        print(f"fastgpu.evaluate: error: {run_dir / MODEL_FILE} not found; run with export=[torch_export] (the default)", file=sys.stderr)
+        print(
+            f"fastgpu.evaluate: error: {run_dir / MODEL_FILE} not found; run with export=[torch_export] (the default)",
+            file=sys.stderr,
+        )
         return 2
     results = evaluate_run(run_dir, args.device)
     recorded = read_metrics(run_dir)
     for key in ("accuracy", "precision", "recall", "f1"):
-        print(f"{key:<10} {results[key]:.4f}   recorded {recorded.get(key) if recorded.get(key) is None else f'{recorded[key]:.4f}'}")
+        value = recorded.get(key)
+        print(f"{key:<10} {results[key]:.4f}   recorded {value if value is None else f'{value:.4f}'}")
     print(json.dumps({k: results[k] for k in ("accuracy", "precision", "recall", "f1", "loss")}))
     return 0
 

@@ -28,7 +28,9 @@ def _measure(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
     # freezing folds the weights into the compiled graph: what selects x86 int8 kernels (and prepacked fp32 ones)
     try:
         with torch._inductor.config.patch(freezing=True):
-            return deploy.inference_latency(torch.compile(model), batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup)
+            return deploy.inference_latency(
+                torch.compile(model), batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup
+            )
     except Exception as exc:  # inductor cannot compile every graph (seen: int8 convs at 8x8); measure eager instead
         torch._dynamo.reset()
         measured = deploy.inference_latency(model, batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup)
@@ -70,14 +72,22 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         after = dict(before)
     else:
         collection = eval_metrics(cfg.data.num_classes, deploy_device)
-        val_after = evaluate(deployed, data.val, precision if deploy_device == device else None, deploy_device,
-                             memory_format if deploy_device == device else torch.preserve_format, collection)
+        val_after = evaluate(
+            deployed,
+            data.val,
+            precision if deploy_device == device else None,
+            deploy_device,
+            memory_format if deploy_device == device else torch.preserve_format,
+            collection,
+        )
         after = {**C.sparsity(deployed), **{k: val_after[k] for k in QUALITY}, "val_loss": val_after["loss"]}
         after.update(_measure(deployed, batch, deploy_device, autocast, cfg, ccfg.compile_inference))
         if ccfg.name in C.INT8_CPU:
             result.update(C.quantized_weight_bytes(deployed))
             if result["quantized_weight_bytes_after"]:
-                result["quantized_weight_ratio"] = result["quantized_weight_bytes_before"] / result["quantized_weight_bytes_after"]
+                result["quantized_weight_ratio"] = (
+                    result["quantized_weight_bytes_before"] / result["quantized_weight_bytes_after"]
+                )
     after["serialized_bytes"] = result.get("serialized_bytes")
     before.setdefault("serialized_bytes", after["serialized_bytes"])
 

@@ -64,7 +64,9 @@ def launch(cfg, out_dir: Path) -> dict:
     external = external_launcher_env()
     if external is None or external.is_main:
         (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
-        OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also when launched from Python
+        OmegaConf.save(
+            cfg, out_dir / CONFIG_FILE, resolve=True
+        )  # the run describes itself, also when launched from Python
     try:
         if external is None and nproc > 1:
             port = cfg.parallel.master_port or free_port()
@@ -76,7 +78,9 @@ def launch(cfg, out_dir: Path) -> dict:
         if external is None or external.is_main:
             # keep what the run recorded before it failed (e.g. training results when compression failed)
             earlier = read_metrics(out_dir) if (out_dir / METRICS_FILE).exists() else {}
-            write_metrics(out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
+            write_metrics(
+                out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size}
+            )
         _close_wandb_run()
         watch = getattr(exc, "watch", None)
         if watch is not None:  # preempted after saving its state: let the previous handler (submitit) requeue
@@ -106,4 +110,3 @@ class RunFailed(Exception):
     def __init__(self, record: dict):
         super().__init__(record["error"])
         self.record = record
-

@@ -133,8 +133,13 @@ class ResourceMonitor:
         if not self.samples:
             self.samples.append(self._sample())
         summary = {"monitor_samples": len(self.samples)}
-        for key, reduce in [("system/cpu_percent", "mean"), ("system/gpu_util_percent", "mean"), ("system/gpu_power_w", "mean"),
-                            ("system/gpu_mem_used_mb", "max"), ("system/gpu_sm_clock_mhz", "mean")]:
+        for key, reduce in [
+            ("system/cpu_percent", "mean"),
+            ("system/gpu_util_percent", "mean"),
+            ("system/gpu_power_w", "mean"),
+            ("system/gpu_mem_used_mb", "max"),
+            ("system/gpu_sm_clock_mhz", "mean"),
+        ]:
             values = [s[key] for s in self.samples if key in s]
             if values:
                 name = key.split("/", 1)[1]

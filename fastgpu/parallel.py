@@ -67,7 +67,9 @@ def init_process_group(env: DistEnv, device: torch.device, backend: str) -> None
     if "MASTER_PORT" not in os.environ:
         job_id = int(os.environ.get("SLURM_JOB_ID", "0"))
         os.environ["MASTER_PORT"] = str(20000 + job_id % 20000)
-    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        backend, rank=env.rank, world_size=env.world_size, device_id=device if device.type == "cuda" else None
+    )
 
 
 def shutdown(env: DistEnv) -> None:

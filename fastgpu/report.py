@@ -16,15 +16,51 @@ from omegaconf import OmegaConf
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
 
 COLUMNS = [
-    "point", "name", "overrides", "status", "error", "throughput", "speedup", "step_time_p50_ms", "step_time_p90_ms",
-    "accuracy", "accuracy_delta", "precision", "recall", "f1", "peak_memory_mb", "memory_ratio", "time_to_target_s",
-    "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent", "mean_gpu_util_percent", "mean_gpu_power_w",
-    "energy_per_sample_j", "energy_ratio", "compression", "accuracy_before", "accuracy_after", "f1_before", "f1_after",
-    "sparsity", "nonzero_params", "serialized_bytes_before", "serialized_bytes_after", "size_ratio", "latency_b1_ms_before",
-    "latency_b1_ms_after", "latency_batch_ms_before", "latency_batch_ms_after", "latency_ratio", "quantized_weight_ratio",
-    "structured_speedup", "dir",
+    "point",
+    "name",
+    "overrides",
+    "status",
+    "error",
+    "throughput",
+    "speedup",
+    "step_time_p50_ms",
+    "step_time_p90_ms",
+    "accuracy",
+    "accuracy_delta",
+    "precision",
+    "recall",
+    "f1",
+    "peak_memory_mb",
+    "memory_ratio",
+    "time_to_target_s",
+    "model_size_mb",
+    "params",
+    "warmup_time_s",
+    "mean_cpu_percent",
+    "mean_gpu_util_percent",
+    "mean_gpu_power_w",
+    "energy_per_sample_j",
+    "energy_ratio",
+    "compression",
+    "accuracy_before",
+    "accuracy_after",
+    "f1_before",
+    "f1_after",
+    "sparsity",
+    "nonzero_params",
+    "serialized_bytes_before",
+    "serialized_bytes_after",
+    "size_ratio",
+    "latency_b1_ms_before",
+    "latency_b1_ms_after",
+    "latency_batch_ms_before",
+    "latency_batch_ms_after",
+    "latency_ratio",
+    "quantized_weight_ratio",
+    "structured_speedup",
+    "dir",
 ]
-COMPRESSION_KEYS = COLUMNS[COLUMNS.index("compression"):-1]
+COMPRESSION_KEYS = COLUMNS[COLUMNS.index("compression") : -1]
 BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
 
 
@@ -38,7 +74,15 @@ def collect_points(sweep_dir: Path) -> list:
         overrides = [o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra."))]
         metrics = read_metrics(job_dir) if (job_dir / METRICS_FILE).exists() else {"status": "pending"}
         history = read_history(job_dir) if (job_dir / HISTORY_FILE).exists() else []
-        points.append({"point": int(job_dir.name), "dir": str(job_dir), "overrides": overrides, "metrics": metrics, "history": history})
+        points.append(
+            {
+                "point": int(job_dir.name),
+                "dir": str(job_dir),
+                "overrides": overrides,
+                "metrics": metrics,
+                "history": history,
+            }
+        )
     return points
 
 
@@ -48,8 +92,12 @@ def find_baseline(points: list, baseline_overrides=()) -> dict:
         wanted = {o.lower().lstrip("+") for o in baseline_overrides}  # Hydra writes booleans as True/False
         chosen = [p for p in ok if wanted <= {o.lower().lstrip("+") for o in p["overrides"]}]
     else:
-        chosen = [p for p in ok if all(p["metrics"].get(k) == v for k, v in BASELINE_SETTING.items())
-                  and p["metrics"].get("compression", "none") == "none"]
+        chosen = [
+            p
+            for p in ok
+            if all(p["metrics"].get(k) == v for k, v in BASELINE_SETTING.items())
+            and p["metrics"].get("compression", "none") == "none"
+        ]
     return (chosen or ok or [None])[0]
 
 
@@ -67,12 +115,31 @@ def build_rows(points: list, baseline) -> list:
     for p in points:
         m = p["metrics"]
         row = {
-            "point": p["point"], "name": m.get("name") or "-", "overrides": " ".join(p["overrides"]), "status": m.get("status"),
-            "error": m.get("error", ""), "dir": p["dir"], "peak_memory_mb": peak_memory_mb(m),
+            "point": p["point"],
+            "name": m.get("name") or "-",
+            "overrides": " ".join(p["overrides"]),
+            "status": m.get("status"),
+            "error": m.get("error", ""),
+            "dir": p["dir"],
+            "peak_memory_mb": peak_memory_mb(m),
         }
-        for key in ["throughput", "step_time_p50_ms", "step_time_p90_ms", "accuracy", "precision", "recall", "f1",
-                    "time_to_target_s", "model_size_mb", "params", "warmup_time_s", "mean_cpu_percent",
-                    "mean_gpu_util_percent", "mean_gpu_power_w", "energy_per_sample_j"]:
+        for key in [
+            "throughput",
+            "step_time_p50_ms",
+            "step_time_p90_ms",
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "time_to_target_s",
+            "model_size_mb",
+            "params",
+            "warmup_time_s",
+            "mean_cpu_percent",
+            "mean_gpu_util_percent",
+            "mean_gpu_power_w",
+            "energy_per_sample_j",
+        ]:
             row[key] = m.get(key)
         for key in COMPRESSION_KEYS:
             row[key] = m.get(key)
@@ -100,18 +167,29 @@ def recommend(rows: list, tolerance: float) -> str:
     else:
         best = max(eligible, key=lambda r: r["throughput"])
     if best is base:
-        return (f"Recommendation: keep the baseline '{base['name']}': no other point is "
-                f"{'faster at inference' if inference else 'faster'} within {100 * tolerance:.1f} accuracy points of it.")
+        return (
+            f"Recommendation: keep the baseline '{base['name']}': no other point is "
+            f"{'faster at inference' if inference else 'faster'} within {100 * tolerance:.1f} accuracy points of it."
+        )
     accuracy = f"accuracy {best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts)"
     if inference:
         size = best["serialized_bytes_after"] and base["serialized_bytes_after"]
-        size_text = f", exported size {base['serialized_bytes_after'] / best['serialized_bytes_after']:.2f}x smaller" if size else ""
-        return (f"Recommendation: '{best['name']}': {base['latency_batch_ms_after'] / best['latency_batch_ms_after']:.2f}x lower "
-                f"inference latency at the batch size than '{base['name']}' ({base['latency_batch_ms_after']:.2f} -> "
-                f"{best['latency_batch_ms_after']:.2f} ms){size_text}, {accuracy}.")
+        size_text = (
+            f", exported size {base['serialized_bytes_after'] / best['serialized_bytes_after']:.2f}x smaller"
+            if size
+            else ""
+        )
+        return (
+            f"Recommendation: '{best['name']}': "
+            f"{base['latency_batch_ms_after'] / best['latency_batch_ms_after']:.2f}x lower "
+            f"inference latency at the batch size than '{base['name']}' ({base['latency_batch_ms_after']:.2f} -> "
+            f"{best['latency_batch_ms_after']:.2f} ms){size_text}, {accuracy}."
+        )
     memory = f", peak memory {best['memory_ratio']:.2f}x" if best["memory_ratio"] else ""
-    return (f"Recommendation: '{best['name']}': {best['speedup']:.2f}x the baseline's throughput "
-            f"('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), {accuracy}{memory}.")
+    return (
+        f"Recommendation: '{best['name']}': {best['speedup']:.2f}x the baseline's throughput "
+        f"('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), {accuracy}{memory}."
+    )
 
 
 def _fmt(value, spec="{:.3g}"):
@@ -125,13 +203,27 @@ def _fmt(value, spec="{:.3g}"):
 
 
 TABLE = [  # (header, row key, format)
-    ("point", "name", "{}"), ("status", "status", "{}"), ("samples/s", "throughput", "{:,.0f}"), ("speed-up", "speedup", "{:.2f}x"),
-    ("step p50 ms", "step_time_p50_ms", "{:.2f}"), ("step p90 ms", "step_time_p90_ms", "{:.2f}"), ("accuracy", "accuracy", "{:.4f}"),
-    ("Δacc pts", "accuracy_delta", "{:+.2f}"), ("F1", "f1", "{:.4f}"), ("peak MB", "peak_memory_mb", "{:,.0f}"),
-    ("mem ratio", "memory_ratio", "{:.2f}x"), ("time-to-acc s", "time_to_target_s", "{:.2f}"), ("size MB", "model_size_mb", "{:.2f}"),
-    ("acc before", "accuracy_before", "{:.4f}"), ("sparsity", "sparsity", "{:.2f}"), ("size ratio", "size_ratio", "{:.2f}x"),
-    ("latency ratio", "latency_ratio", "{:.2f}x"), ("int8 weights", "quantized_weight_ratio", "{:.2f}x smaller"),
-    ("util %", "mean_gpu_util_percent", "{:.0f}"), ("J/sample", "energy_per_sample_j", "{:.4f}"), ("energy ratio", "energy_ratio", "{:.2f}x"),
+    ("point", "name", "{}"),
+    ("status", "status", "{}"),
+    ("samples/s", "throughput", "{:,.0f}"),
+    ("speed-up", "speedup", "{:.2f}x"),
+    ("step p50 ms", "step_time_p50_ms", "{:.2f}"),
+    ("step p90 ms", "step_time_p90_ms", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("Δacc pts", "accuracy_delta", "{:+.2f}"),
+    ("F1", "f1", "{:.4f}"),
+    ("peak MB", "peak_memory_mb", "{:,.0f}"),
+    ("mem ratio", "memory_ratio", "{:.2f}x"),
+    ("time-to-acc s", "time_to_target_s", "{:.2f}"),
+    ("size MB", "model_size_mb", "{:.2f}"),
+    ("acc before", "accuracy_before", "{:.4f}"),
+    ("sparsity", "sparsity", "{:.2f}"),
+    ("size ratio", "size_ratio", "{:.2f}x"),
+    ("latency ratio", "latency_ratio", "{:.2f}x"),
+    ("int8 weights", "quantized_weight_ratio", "{:.2f}x smaller"),
+    ("util %", "mean_gpu_util_percent", "{:.0f}"),
+    ("J/sample", "energy_per_sample_j", "{:.4f}"),
+    ("energy ratio", "energy_ratio", "{:.2f}x"),
 ]
 
 
@@ -139,8 +231,12 @@ def _columns(rows: list) -> list:
     """The table's columns, less those no point has a value for (GPU columns on a CPU sweep) and the
     before/after ones when no point was compressed."""
     compressed = any(r.get("compression") not in (None, "none") for r in rows)
-    return [c for c in TABLE if c[1] in ("name", "status")
-            or (any(r.get(c[1]) is not None for r in rows) and (compressed or c[1] not in COMPRESSION_KEYS))]
+    return [
+        c
+        for c in TABLE
+        if c[1] in ("name", "status")
+        or (any(r.get(c[1]) is not None for r in rows) and (compressed or c[1] not in COMPRESSION_KEYS))
+    ]
 
 
 def _cells(row, columns) -> list:
@@ -164,15 +260,24 @@ def terminal_table(rows: list) -> str:
     columns = _columns(rows)
     table = [[h for h, _, _ in columns]] + [_cells(r, columns) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table)
+    return "\n".join(
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
+    )
 
 
 def pareto_front(rows: list) -> list:
     """Points no other point beats on both throughput and accuracy."""
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r["accuracy"] is not None]
-    front = [r for r in ok if not any(
-        o["throughput"] >= r["throughput"] and o["accuracy"] >= r["accuracy"] and (o["throughput"], o["accuracy"]) != (r["throughput"], r["accuracy"])
-        for o in ok)]
+    front = [
+        r
+        for r in ok
+        if not any(
+            o["throughput"] >= r["throughput"]
+            and o["accuracy"] >= r["accuracy"]
+            and (o["throughput"], o["accuracy"]) != (r["throughput"], r["accuracy"])
+            for o in ok
+        )
+    ]
     return sorted(front, key=lambda r: r["throughput"])
 
 
@@ -191,7 +296,14 @@ def write_plots(rows: list, points: list, out_dir: Path) -> list:
         ax.annotate(r["name"], (r["throughput"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     front = pareto_front(rows)
     if front:
-        ax.plot([r["throughput"] for r in front], [r["accuracy"] for r in front], "--", color="gray", label="Pareto front", zorder=2)
+        ax.plot(
+            [r["throughput"] for r in front],
+            [r["accuracy"] for r in front],
+            "--",
+            color="gray",
+            label="Pareto front",
+            zorder=2,
+        )
         ax.legend()
     ax.set(xlabel="throughput (samples/s)", ylabel="validation accuracy", title="Throughput vs accuracy (★ baseline)")
     ax.grid(alpha=0.3)
@@ -199,8 +311,12 @@ def write_plots(rows: list, points: list, out_dir: Path) -> list:
 
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(ok) + 1)))
     names = [r["name"] for r in ok]
-    ax.barh(names, [r["peak_memory_mb"] or 0 for r in ok], color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok])
-    kind = "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "process RSS"
+    ax.barh(
+        names, [r["peak_memory_mb"] or 0 for r in ok], color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok]
+    )
+    kind = (
+        "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "process RSS"
+    )
     ax.set(xlabel=f"peak memory (MB, {kind})", title="Peak memory per point (orange: baseline)")
     ax.invert_yaxis()
     paths.append(_save(fig, out_dir / "peak_memory.png"))
@@ -246,30 +362,58 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01) -> d
         writer.writerows(rows)
     plots = write_plots(rows, points, sweep_dir) if rows else []
     failed = [r for r in rows if r["status"] not in ("ok", "pending")]
-    lines = [f"# FastGPU sweep report: {sweep_dir}", "", recommendation, "",
-             f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed. "
-             f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; speed-up, Δacc and memory ratio are against it.",
-             "", markdown_table(rows), ""]
+    lines = [
+        f"# FastGPU sweep report: {sweep_dir}",
+        "",
+        recommendation,
+        "",
+        f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed. "
+        f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; "
+        "speed-up, Δacc and memory ratio are against it.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
     if failed:
-        lines += ["## Failed points", ""] + [f"- `{r['name']}` ({r['overrides']}): **{r['status']}** — {r['error']} — `{r['dir']}`" for r in failed] + [""]
+        lines += (
+            ["## Failed points", ""]
+            + [f"- `{r['name']}` ({r['overrides']}): **{r['status']}** — {r['error']} — `{r['dir']}`" for r in failed]
+            + [""]
+        )
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     return {"rows": rows, "recommendation": recommendation, "failed": failed, "plots": plots, "baseline": baseline}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastgpu.report", description="Build the report of a FastGPU sweep dir.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fastgpu.report", description="Build the report of a FastGPU sweep dir."
+    )
     parser.add_argument("sweep_dir")
-    parser.add_argument("--baseline", nargs="*", default=None, help="overrides naming the baseline point, e.g. precision=fp32")
-    parser.add_argument("--tolerance", type=float, default=None, help="accuracy (fraction) the recommendation may give up")
+    parser.add_argument(
+        "--baseline", nargs="*", default=None, help="overrides naming the baseline point, e.g. precision=fp32"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=None, help="accuracy (fraction) the recommendation may give up"
+    )
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
-        print(f"fastgpu.report: error: {sweep_dir} is not a directory; pass a multirun dir such as outputs/multirun/DATE/TIME", file=sys.stderr)
+        print(
+            f"fastgpu.report: error: {sweep_dir} is not a directory; "
+            "pass a multirun dir such as outputs/multirun/DATE/TIME",
+            file=sys.stderr,
+        )
         return 2
-    saved = OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").exists() else OmegaConf.create()
+    saved = (
+        OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").exists() else OmegaConf.create()
+    )
     baseline = args.baseline if args.baseline is not None else list(OmegaConf.select(saved, "report.baseline") or [])
-    tolerance = args.tolerance if args.tolerance is not None else OmegaConf.select(saved, "report.accuracy_tolerance", default=0.01)
+    tolerance = (
+        args.tolerance
+        if args.tolerance is not None
+        else OmegaConf.select(saved, "report.accuracy_tolerance", default=0.01)
+    )
     report = build_report(sweep_dir, baseline, tolerance)
     if not report["rows"]:
         print(f"fastgpu.report: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}", file=sys.stderr)

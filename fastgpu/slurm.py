@@ -42,8 +42,13 @@ def launch_and_report(launcher, job_overrides, initial_job_idx):
     jobs = executor.map_array(launcher, *zip(*job_params))
     records = {}
     for (overrides, _, num, _, _), job in zip(job_params, jobs):
-        records[num] = {"job_id": job.job_id, "overrides": list(overrides), "dir": str(sweep_dir / str(num)),
-                        "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+        records[num] = {
+            "job_id": job.job_id,
+            "overrides": list(overrides),
+            "dir": str(sweep_dir / str(num)),
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+        }
         print(f"[fastgpu] submitted point {num} as Slurm job {job.job_id}: {' '.join(overrides)}", flush=True)
     (sweep_dir / JOBS_FILE).write_text(json.dumps(records, indent=2) + "\n")
 
@@ -72,13 +77,22 @@ def _prepare(launcher, job_overrides, initial_job_idx):
 
     params = dict(launcher.params)
     init_keys = {"max_num_timeout", "submitit_folder"}
-    executor = submitit.AutoExecutor(cluster="slurm", folder=params["submitit_folder"],
-                                     slurm_max_num_timeout=params["max_num_timeout"])
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params["submitit_folder"], slurm_max_num_timeout=params["max_num_timeout"]
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in init_keys})
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    job_params = [(list(overrides), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
-                   Singleton.get_state()) for i, overrides in enumerate(job_overrides)]
+    job_params = [
+        (
+            list(overrides),
+            "hydra.sweep.dir",
+            initial_job_idx + i,
+            f"job_id_for_{initial_job_idx + i}",
+            Singleton.get_state(),
+        )
+        for i, overrides in enumerate(job_overrides)
+    ]
     return executor, job_params
 
 
@@ -89,8 +103,11 @@ def _report(num, job, point_dir: Path) -> None:
     if metrics.get("status") == "ok":
         print(f"[fastgpu] point {num} (job {job.job_id}) ok", flush=True)
     else:
-        print(f"[fastgpu] point {num} (job {job.job_id}) {metrics.get('status')}: {metrics.get('error', '')}; "
-              f"log: {job.paths.stderr}", flush=True)
+        print(
+            f"[fastgpu] point {num} (job {job.job_id}) {metrics.get('status')}: {metrics.get('error', '')}; "
+            f"log: {job.paths.stderr}",
+            flush=True,
+        )
 
 
 def _record_lost_job(point_dir: Path, job, exc) -> dict:
@@ -99,8 +116,11 @@ def _record_lost_job(point_dir: Path, job, exc) -> dict:
     from fastgpu.results import METRICS_FILE, read_metrics, write_metrics
 
     reason = first_line(exc)
-    record = {"status": "failed", "error_type": type(exc).__name__,
-              "error": f"Slurm job {job.job_id} ended without a result ({reason[:200]}); see {job.paths.stderr}"}
+    record = {
+        "status": "failed",
+        "error_type": type(exc).__name__,
+        "error": f"Slurm job {job.job_id} ended without a result ({reason[:200]}); see {job.paths.stderr}",
+    }
     point_dir.mkdir(parents=True, exist_ok=True)
     earlier = read_metrics(point_dir) if (point_dir / METRICS_FILE).exists() else {}
     if earlier.get("status") != "ok":

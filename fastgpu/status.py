@@ -16,9 +16,18 @@ from pathlib import Path
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_metrics
 from fastgpu.slurm import JOBS_FILE
 
-SLURM_STATES = {"PENDING": "pending", "RUNNING": "running", "REQUEUED": "requeued", "PREEMPTED": "requeued",
-                "COMPLETED": "ok", "FAILED": "failed", "CANCELLED": "failed", "TIMEOUT": "requeued",
-                "OUT_OF_MEMORY": "oom", "NODE_FAIL": "failed"}
+SLURM_STATES = {
+    "PENDING": "pending",
+    "RUNNING": "running",
+    "REQUEUED": "requeued",
+    "PREEMPTED": "requeued",
+    "COMPLETED": "ok",
+    "FAILED": "failed",
+    "CANCELLED": "failed",
+    "TIMEOUT": "requeued",
+    "OUT_OF_MEMORY": "oom",
+    "NODE_FAIL": "failed",
+}
 
 
 def slurm_accounting(job_ids: list) -> dict:
@@ -26,8 +35,13 @@ def slurm_accounting(job_ids: list) -> dict:
     if not job_ids or shutil.which("sacct") is None:
         return {}
     try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(job_ids)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return {}
     rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
@@ -36,7 +50,9 @@ def slurm_accounting(job_ids: list) -> dict:
 
 def point_states(sweep_dir: Path) -> list:
     jobs = json.loads((sweep_dir / JOBS_FILE).read_text()) if (sweep_dir / JOBS_FILE).exists() else {}
-    numbers = sorted({int(n) for n in jobs} | {int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()})
+    numbers = sorted(
+        {int(n) for n in jobs} | {int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    )
     accounting = slurm_accounting([jobs[str(n)]["job_id"] for n in numbers if str(n) in jobs])
     states = []
     for num in numbers:
@@ -54,8 +70,16 @@ def point_states(sweep_dir: Path) -> list:
             state = "running" if (point_dir / HISTORY_FILE).exists() else "pending"
         if elapsed is None and metrics.get("train_time_s") is not None:
             elapsed = f"{metrics['train_time_s']:.0f}s training"
-        states.append({"point": num, "state": state, "job_id": job.get("job_id", "-"), "elapsed": elapsed or "-",
-                       "log": job.get("stderr", str(point_dir / "__main__.log")), "error": metrics.get("error", "")})
+        states.append(
+            {
+                "point": num,
+                "state": state,
+                "job_id": job.get("job_id", "-"),
+                "elapsed": elapsed or "-",
+                "log": job.get("stderr", str(point_dir / "__main__.log")),
+                "error": metrics.get("error", ""),
+            }
+        )
     return states
 
 

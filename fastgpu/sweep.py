@@ -20,7 +20,11 @@ def swept_keys(sweep_dir) -> list:
         return []
     saved = OmegaConf.load(path)
     parser = OverridesParser.create()
-    keys = [o.get_key_element().lstrip("+~") for o in parser.parse_overrides(list(saved.hydra.overrides.task)) if o.is_sweep_override()]
+    keys = [
+        o.get_key_element().lstrip("+~")
+        for o in parser.parse_overrides(list(saved.hydra.overrides.task))
+        if o.is_sweep_override()
+    ]
     params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
     for key, value in params.items():
         if "," in str(value) and key not in keys:

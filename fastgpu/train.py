@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 import fastgpu
 from fastgpu import metrics as M
-from fastgpu.data import build_data
 from fastgpu.checkpoint import PreemptionWatch, Progress, config_fingerprint, load_state, resumable_state, save_state
 from fastgpu.compression import training_hook
+from fastgpu.data import build_data
 from fastgpu.errors import DivergedError, FastGPUError
 from fastgpu.finalize import compress_and_deploy
 from fastgpu.models import build_model, model_stats
@@ -120,12 +120,16 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     steps_per_epoch = len(data.train)
     if steps_per_epoch == 0:
-        raise FastGPUError(f"data.batch_size={cfg.data.batch_size} is larger than the training set on each rank; lower it")
+        raise FastGPUError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the training set on each rank; lower it"
+        )
     total_steps = tcfg.max_steps or steps_per_epoch * tcfg.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps)  # None: constant lr
     if cfg.compression.name == "prune" and cfg.compression.schedule == "gradual" and cfg.parallel.strategy == "fsdp":
-        raise FastGPUError("gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot")
+        raise FastGPUError(
+            "gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot"
+        )
     pruner = training_hook(cfg.compression, bare_model, total_steps)  # None unless gradual pruning
     scaler = precision.scaler
     eval_collection = M.eval_metrics(cfg.data.num_classes, device)
@@ -137,12 +141,17 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     saved = resumable_state(checkpoint_path, fingerprint)  # loaded once, used below
     if saved is not None:
         if pruner is not None:
-            raise FastGPUError("a run with compression.schedule=gradual cannot resume; rerun it or use schedule=oneshot")
+            raise FastGPUError(
+                "a run with compression.schedule=gradual cannot resume; rerun it or use schedule=oneshot"
+            )
         p = load_state(saved, model, optimizer, scheduler, scaler)
         del saved
         if main:
             truncate_history(out_dir, p.history_lines)
-            print(f"fastgpu: resuming {out_dir} at step {p.step} (epoch {p.epoch}, batch {p.batch_in_epoch})", file=sys.stderr)
+            print(
+                f"fastgpu: resuming {out_dir} at step {p.step} (epoch {p.epoch}, batch {p.batch_in_epoch})",
+                file=sys.stderr,
+            )
 
     history = HistoryWriter(out_dir) if main else None
     logger = None
@@ -162,11 +171,15 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
         keep = tcfg.checkpoint or not complete
         if main and not keep:
             checkpoint_path.unlink(missing_ok=True)  # no stale periodic state once the run is done
-        return save_state(checkpoint_path if keep else None, model, optimizer, scheduler, scaler, p, fingerprint, main, complete)
+        return save_state(
+            checkpoint_path if keep else None, model, optimizer, scheduler, scaler, p, fingerprint, main, complete
+        )
 
     clock = M.StepClock(device)
     loss_sum = torch.full((), p.loss_sum, device=device)
-    bar = tqdm(total=total_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=not (main and tcfg.progress_bar))
+    bar = tqdm(
+        total=total_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=not (main and tcfg.progress_bar)
+    )
     M.reset_peak_memory(device)
     monitor = ResourceMonitor(device, tcfg.monitor_interval_s)
     monitor.start()
@@ -231,7 +244,11 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
                     record({"step": p.step, **sample})
                 bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
             # ranks agree on a preemption at log steps (a collective); one process checks every step
-            stop = preemption.requested if not env.distributed else (log_step and all_reduce([float(preemption.requested)], "max")[0] > 0)
+            stop = (
+                preemption.requested
+                if not env.distributed
+                else (log_step and all_reduce([float(preemption.requested)], "max")[0] > 0)
+            )
             if stop or p.step % every == 0:
                 p.step_times += clock.collect()
                 p.loss_sum = float(loss_sum)
@@ -254,11 +271,20 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
             p.best_accuracy = max(p.best_accuracy, p.val["accuracy"])
             if p.time_to_target is None and p.val["accuracy"] >= tcfg.target_accuracy:
                 p.time_to_target, p.steps_to_target = sum(p.step_times), p.step
-            epoch_record = {"step": p.step, "epoch": epoch, "epoch_time_s": p.epoch_times[-1], **{f"val/{k}": v for k, v in p.val.items()}}
+            epoch_record = {
+                "step": p.step,
+                "epoch": epoch,
+                "epoch_time_s": p.epoch_times[-1],
+                **{f"val/{k}": v for k, v in p.val.items()},
+            }
             if epoch_energy is not None:
                 epoch_record["epoch_energy_j"] = epoch_energy
             record(epoch_record)
-            bar.set_postfix(loss=f"{p.logged_loss_sum / max(p.logged_step, 1):.4f}", val_acc=f"{p.val['accuracy']:.3f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{p.logged_loss_sum / max(p.logged_step, 1):.4f}",
+                val_acc=f"{p.val['accuracy']:.3f}",
+                refresh=False,
+            )
         p.batch_in_epoch = 0
         if is_last:
             break
@@ -272,8 +298,8 @@ def train(cfg, out_dir: Path, env: DistEnv) -> dict:
     warmup = min(tcfg.warmup_steps, max(len(p.step_times) - 1, 0))
     steady, steady_waits = p.step_times[warmup:], p.data_waits[warmup:]
     samples, seconds = len(steady) * cfg.data.batch_size, sum(steady)
-    samples, = all_reduce([samples])
-    seconds, = all_reduce([seconds], op="max")
+    (samples,) = all_reduce([samples])
+    (seconds,) = all_reduce([seconds], op="max")
     memory = M.peak_memory(device)
     memory = dict(zip(memory, all_reduce(list(memory.values()), op="max")))
     # GPU energy of the training steps (evaluation excluded), summed over ranks' GPUs
@@ -343,8 +369,8 @@ class Interrupted(FastGPUError):
 
     def __init__(self, watch, step: int, out_dir: Path):
         name = signal.Signals(watch.signum).name
-        super().__init__(f"stopped by {name} at step {step}; state saved in {out_dir / CHECKPOINT_FILE}; "
-                         f"continue with: python -m fastgpu +resume={out_dir}")
+        super().__init__(
+            f"stopped by {name} at step {step}; state saved in {out_dir / CHECKPOINT_FILE}; "
+            f"continue with: python -m fastgpu +resume={out_dir}"
+        )
         self.watch = watch
-
-

@@ -65,9 +65,18 @@ def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:
     mode = os.environ.get("WANDB_MODE") or wcfg.mode
     if mode == "disabled":
         return
-    run = wandb.init(project=wcfg.project, entity=wcfg.entity, group=group, job_type="sweep-report", name=f"report-{group}",
-                     dir=str(sweep_dir), mode=mode, reinit="finish_previous", settings=wandb.Settings(quiet=True),
-                     config={"sweep_dir": str(sweep_dir)})
+    run = wandb.init(
+        project=wcfg.project,
+        entity=wcfg.entity,
+        group=group,
+        job_type="sweep-report",
+        name=f"report-{group}",
+        dir=str(sweep_dir),
+        mode=mode,
+        reinit="finish_previous",
+        settings=wandb.Settings(quiet=True),
+        config={"sweep_dir": str(sweep_dir)},
+    )
     columns = COLUMNS + ["baseline"]
     table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in report["rows"]])
     run.log({"results": table, **{f"plots/{p.stem}": wandb.Image(str(p)) for p in report["plots"]}})

@@ -51,7 +51,14 @@ def read_offline_run(run_dir) -> dict:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            run.update(id=r.run_id, name=r.display_name, group=r.run_group, job_type=r.job_type, tags=list(r.tags), project=r.project)
+            run.update(
+                id=r.run_id,
+                name=r.display_name,
+                group=r.run_group,
+                job_type=r.job_type,
+                tags=list(r.tags),
+                project=r.project,
+            )
             for item in r.config.update:
                 _set(run["config"], [item.key] if item.key else list(item.nested_key), json.loads(item.value_json))
         elif kind == "config":
@@ -61,7 +68,9 @@ def read_offline_run(run_dir) -> dict:
             for item in record.summary.update:
                 _set(run["summary"], [item.key] if item.key else list(item.nested_key), json.loads(item.value_json))
         elif kind == "history":
-            run["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+            run["history"].append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item}
+            )
     # config values are stored as {"value": ...} wrappers
     run["config"] = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in run["config"].items()}
     return run

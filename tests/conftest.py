@@ -24,7 +24,12 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     """`python -m fastgpu ARGS` as a user runs it; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "fastgpu", *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fastgpu", *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
+from conftest import compose_cfg, run_cli
 
-from conftest import REPO, compose_cfg, run_cli
 from fastgpu.data import build_data
 from fastgpu.evaluate import evaluate_run
 from fastgpu.launch import RunFailed, launch
@@ -96,7 +96,9 @@ def test_exported_model_loads_without_fastgpu_and_predicts_like_the_model(runs, 
 
 
 def test_gradual_pruning_reaches_the_target_during_training(tmp_path, quiet_wandb):
-    cfg = compose_cfg("compression=prune", "compression.schedule=gradual", "compression.amount=0.6", "compression.frequency=5", *BASE)
+    cfg = compose_cfg(
+        "compression=prune", "compression.schedule=gradual", "compression.amount=0.6", "compression.frequency=5", *BASE
+    )
     metrics = launch(cfg, tmp_path)
     assert abs(metrics["sparsity"] - 0.6) <= 0.01 and metrics["accuracy"] >= 0.9
 
@@ -112,15 +114,28 @@ def test_sparse24_on_cpu_is_one_clear_error(tmp_path, quiet_wandb):
 
 def test_compression_sweep_report_has_before_after_columns(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", "compression=none,prune,quantize_dynamic,quantize_static", "trainer.epochs=3", "trainer.progress_bar=false",
-                     "inference.repeats=3", f"hydra.sweep.dir={sweep_dir}", env={"WANDB_MODE": "disabled"})
+    result = run_cli(
+        "-m",
+        "compression=none,prune,quantize_dynamic,quantize_static",
+        "trainer.epochs=3",
+        "trainer.progress_bar=false",
+        "inference.repeats=3",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr
     with open(sweep_dir / "results.csv") as f:
         rows = {r["compression"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"none", "prune", "quantize_dynamic", "quantize_static"}
     for name, row in rows.items():
-        for key in ("accuracy_before", "accuracy_after", "serialized_bytes_before", "serialized_bytes_after",
-                    "latency_batch_ms_before", "latency_batch_ms_after"):
+        for key in (
+            "accuracy_before",
+            "accuracy_after",
+            "serialized_bytes_before",
+            "serialized_bytes_after",
+            "latency_batch_ms_before",
+            "latency_batch_ms_after",
+        ):
             assert float(row[key]) > 0, (name, key)
     assert rows["none"]["baseline"] == "True"
     assert float(rows["quantize_static"]["quantized_weight_ratio"]) >= 3.5
@@ -145,8 +160,12 @@ def test_onnx_export_runs_like_the_model(tmp_path, quiet_wandb):
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    metrics = launch(compose_cfg("export=[torch_export,onnx]", "trainer.epochs=2", "trainer.progress_bar=false",
-                                 "inference.benchmark=false"), tmp_path)
+    metrics = launch(
+        compose_cfg(
+            "export=[torch_export,onnx]", "trainer.epochs=2", "trainer.progress_bar=false", "inference.benchmark=false"
+        ),
+        tmp_path,
+    )
     assert metrics["onnx_file"] == "model.onnx" and "onnx_error" not in metrics
     onnx.checker.check_model(str(tmp_path / "model.onnx"))
     cfg = compose_cfg()

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import REPO, compose_cfg, run_cli
 
 GROUPS = ["model", "data", "precision", "parallel", "compression", "optimizer", "scheduler", "trainer", "logger"]
@@ -21,7 +20,12 @@ def test_every_option_composes(group):
 
 def test_defaults_are_the_documented_job():
     cfg = compose_cfg()
-    assert (cfg.model.name, cfg.data.name, cfg.precision.name, cfg.parallel.strategy) == ("small_cnn", "digits", "fp32", "none")
+    assert (cfg.model.name, cfg.data.name, cfg.precision.name, cfg.parallel.strategy) == (
+        "small_cnn",
+        "digits",
+        "fp32",
+        "none",
+    )
     assert cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 1e-4
     assert cfg.logger.wandb.mode == "offline"
 
@@ -36,7 +40,10 @@ def test_cfg_job_prints_composed_config():
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("model=resnet19", "Could not find 'model/resnet19'; available options in 'model': mlp, resnet18, resnet50, small_cnn"),
+        (
+            "model=resnet19",
+            "Could not find 'model/resnet19'; available options in 'model': mlp, resnet18, resnet50, small_cnn",
+        ),
         ("trainer.epoch=3", "Key 'epoch' not in 'TrainerConfig' (did you mean 'epochs'?)"),
         ("trainer.epochs=many", "Value 'many' of type 'str' could not be converted to Integer"),
         ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),

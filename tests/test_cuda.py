@@ -1,19 +1,21 @@
 """CUDA paths, run where a GPU exists (experiments/gpu_check.sh runs them); skipped with the reason elsewhere."""
 
-import os
 import time
 
 import pytest
 import torch
-
 from conftest import compose_cfg
+
 from fastgpu.launch import launch
 from fastgpu.metrics import StepClock
 from fastgpu.precision import build_precision
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: CUDA paths are checked by experiments/gpu_check.sh"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="no CUDA GPU on this machine: CUDA paths are checked by experiments/gpu_check.sh",
+    ),
 ]
 TINY = ["trainer.max_steps=30", "trainer.warmup_steps=5", "trainer.progress_bar=false", "trainer.device=cuda"]
 
@@ -63,9 +65,18 @@ def test_step_clock_synchronises_before_reading():
     assert gpu_seconds > 0.02 and gpu_seconds > 5 * host_enqueue
 
 
-@pytest.mark.parametrize("overrides", [["precision=fp16"], ["precision=bf16", "channels_last=true"], ["precision=bf16", "compile=true"]])
+@pytest.mark.parametrize(
+    "overrides", [["precision=fp16"], ["precision=bf16", "channels_last=true"], ["precision=bf16", "compile=true"]]
+)
 def test_training_on_cuda_records_device_memory(tmp_path, overrides):
-    cfg = compose_cfg("data=synthetic", "data.device_resident=true", "model=resnet18", "trainer.monitor_interval_s=0.2", *TINY, *overrides)
+    cfg = compose_cfg(
+        "data=synthetic",
+        "data.device_resident=true",
+        "model=resnet18",
+        "trainer.monitor_interval_s=0.2",
+        *TINY,
+        *overrides,
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["device"] == "cuda"
     assert 0 < metrics["peak_mem_allocated_mb"] <= metrics["peak_mem_reserved_mb"]

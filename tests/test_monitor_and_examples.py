@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, compose_cfg
 from PIL import Image
 
-from conftest import REPO, compose_cfg
 from fastgpu.launch import launch
 from fastgpu.monitor import ResourceMonitor
 from fastgpu.results import read_history
@@ -25,7 +25,7 @@ def test_monitor_samples_cpu_and_rss_in_the_background():
         sum(i * i for i in range(10_000))
     first = monitor.drain()
     summary = monitor.stop()
-    assert len(first) >= 4 and monitor.drain() == monitor.samples[len(first):]
+    assert len(first) >= 4 and monitor.drain() == monitor.samples[len(first) :]
     assert all(s["system/rss_mb"] > 10 for s in first)
     assert summary["mean_cpu_percent"] > 30  # the busy loop shows
     assert summary["monitor_samples"] == len(monitor.samples)
@@ -45,7 +45,9 @@ def test_run_records_system_series_in_history_wandb_and_summary(tmp_path, monkey
 
 
 def test_monitor_off_switch(tmp_path, quiet_wandb):
-    metrics = launch(compose_cfg("trainer.max_steps=30", "trainer.monitor_interval_s=0", "trainer.progress_bar=false"), tmp_path)
+    metrics = launch(
+        compose_cfg("trainer.max_steps=30", "trainer.monitor_interval_s=0", "trainer.progress_bar=false"), tmp_path
+    )
     assert "mean_cpu_percent" not in metrics
     assert not [h for h in read_history(tmp_path) if "system/cpu_percent" in h]
 
@@ -64,10 +66,25 @@ def _write_imagefolder(root, classes=3, per_class=4, size=48):
 
 def test_imagenet_resnet50_example_on_a_tiny_generated_imagefolder(tmp_path, quiet_wandb):
     _write_imagefolder(tmp_path / "imagenet")
-    cfg = compose_cfg("+experiment=imagenet_resnet50", f"data.root={tmp_path / 'imagenet'}", "data.num_classes=3",
-                      "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=1",
-                      "data.prefetch_factor=2", "trainer.epochs=2", "trainer.warmup_steps=1", "trainer.progress_bar=false")
-    assert (cfg.model.name, cfg.precision.name, cfg.channels_last, cfg.data.pin_memory) == ("resnet50", "bf16", True, True)
+    cfg = compose_cfg(
+        "+experiment=imagenet_resnet50",
+        f"data.root={tmp_path / 'imagenet'}",
+        "data.num_classes=3",
+        "data.image_size=32",
+        "data.batch_size=4",
+        "data.eval_batch_size=4",
+        "data.num_workers=1",
+        "data.prefetch_factor=2",
+        "trainer.epochs=2",
+        "trainer.warmup_steps=1",
+        "trainer.progress_bar=false",
+    )
+    assert (cfg.model.name, cfg.precision.name, cfg.channels_last, cfg.data.pin_memory) == (
+        "resnet50",
+        "bf16",
+        True,
+        True,
+    )
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 1e-4)
     metrics = launch(cfg, tmp_path / "run")
     assert metrics["status"] == "ok" and metrics["steps"] == 2 * (12 // 4)
@@ -80,13 +97,25 @@ def test_imagefolder_class_count_mismatch_names_the_fix(tmp_path, quiet_wandb):
     from fastgpu.launch import RunFailed
 
     with pytest.raises(RunFailed, match="set data.num_classes=2"):
-        launch(compose_cfg("+experiment=imagenet_resnet50", f"data.root={tmp_path / 'imagenet'}", "data.num_workers=0"), tmp_path / "run")
+        launch(
+            compose_cfg("+experiment=imagenet_resnet50", f"data.root={tmp_path / 'imagenet'}", "data.num_workers=0"),
+            tmp_path / "run",
+        )
 
 
 @pytest.mark.slow
 def test_gpu_check_script_cpu_fallback(tmp_path):
-    env = {**os.environ, "DEVICE": "cpu", "RESULTS_DIR": str(tmp_path), "SKIP_OVERHEAD": "1", "STEPS": "8", "WANDB_MODE": "disabled"}
-    result = subprocess.run(["bash", str(REPO / "experiments" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "RESULTS_DIR": str(tmp_path),
+        "SKIP_OVERHEAD": "1",
+        "STEPS": "8",
+        "WANDB_MODE": "disabled",
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "experiments" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))

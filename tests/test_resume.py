@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, compose_cfg, run_cli
+
 from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.data import EpochShuffle, ResumableSampler
 from fastgpu.launch import RunFailed, launch
@@ -17,8 +17,15 @@ from fastgpu.results import read_history, read_metrics, save_checkpoint
 from fastgpu.wandb_offline import offline_runs
 
 # slow enough (~20 ms/step, 440 steps) that a signal lands mid-training
-JOB = ["model.width=64", "trainer.epochs=20", "trainer.log_every_n_steps=10", "trainer.checkpoint_every_n_steps=50",
-       "trainer.progress_bar=false", "trainer.monitor_interval_s=0", "inference.benchmark=false"]
+JOB = [
+    "model.width=64",
+    "trainer.epochs=20",
+    "trainer.log_every_n_steps=10",
+    "trainer.checkpoint_every_n_steps=50",
+    "trainer.progress_bar=false",
+    "trainer.monitor_interval_s=0",
+    "inference.benchmark=false",
+]
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch_and_skips_what_was_seen():
@@ -47,8 +54,14 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def _start(run_dir, env):
-    return subprocess.Popen([sys.executable, "-m", "fastgpu", *JOB, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastgpu", *JOB, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_step(run_dir, step, process, timeout=120):

@@ -8,15 +8,21 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import IN_CI, REPO, run_cli
+
 from fastgpu.results import read_history, read_metrics
 from fastgpu.status import point_states, slurm_accounting
 from fastgpu.wandb_offline import offline_runs
 
 FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-         "trainer.progress_bar=false", "inference.repeats=3"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
+    "trainer.progress_bar=false",
+    "inference.repeats=3",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,7 +31,9 @@ def slurm_cluster():
     if os.geteuid() != 0:
         reason = "starting the Slurm cluster needs root"
     else:
-        started = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "start.sh")], capture_output=True, text=True, timeout=600)
+        started = subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm" / "start.sh")], capture_output=True, text=True, timeout=600
+        )
         if started.returncode != 0:
             reason = f"scripts/slurm/start.sh failed: {(started.stdout + started.stderr)[-1500:]}"
     if reason:
@@ -42,8 +50,14 @@ def _sbatch_text(sweep_dir):
 
 def test_two_point_sweep_through_slurm(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", *SLURM, "precision=fp32,bf16", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY})
+    result = run_cli(
+        "-m",
+        *SLURM,
+        "precision=fp32,bf16",
+        "trainer.epochs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = json.loads((sweep_dir / "jobs.json").read_text())
     for num in ("0", "1"):
@@ -60,8 +74,15 @@ def test_two_point_sweep_through_slurm(tmp_path):
 
 def test_ddp_with_two_srun_tasks(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", *SLURM, "parallel=ddp", "parallel.nproc_per_node=2", "trainer.epochs=3", f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_MODE": "offline"})
+    result = run_cli(
+        "-m",
+        *SLURM,
+        "parallel=ddp",
+        "parallel.nproc_per_node=2",
+        "trainer.epochs=3",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "--ntasks-per-node=2" in _sbatch_text(sweep_dir)
     metrics = read_metrics(sweep_dir / "0")
@@ -72,10 +93,21 @@ def test_ddp_with_two_srun_tasks(tmp_path):
 
 def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", "hydra/launcher=slurm_gpu", "hydra.launcher.gpus_per_node=2", "hydra.launcher.cpus_per_task=1",
-                     "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10", "parallel=ddp", "trainer.device=cpu",
-                     "trainer.epochs=2", "trainer.progress_bar=false", "inference.repeats=3", f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_MODE": "disabled"})
+    result = run_cli(
+        "-m",
+        "hydra/launcher=slurm_gpu",
+        "hydra.launcher.gpus_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+        "parallel=ddp",
+        "trainer.device=cpu",
+        "trainer.epochs=2",
+        "trainer.progress_bar=false",
+        "inference.repeats=3",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sbatch = _sbatch_text(sweep_dir)
     assert "--gpus-per-node=2" in sbatch and "--ntasks-per-node=2" in sbatch  # one task per GPU, derived
@@ -85,11 +117,25 @@ def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
 def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     sweep_dir = tmp_path / "s"
     # two identical trainings (notes differ, training does not): point 1 is requeued mid-run, point 0 is the reference
-    args = [*SLURM, "logger.wandb.notes=reference,requeued", "model.width=64", "trainer.epochs=20", "trainer.log_every_n_steps=10",
-            "trainer.checkpoint_every_n_steps=50", "trainer.monitor_interval_s=0", "inference.benchmark=false",
-            f"hydra.sweep.dir={sweep_dir}"]
-    sweep = subprocess.Popen(["python", "-m", "fastgpu", "-m", *args], cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [
+        *SLURM,
+        "logger.wandb.notes=reference,requeued",
+        "model.width=64",
+        "trainer.epochs=20",
+        "trainer.log_every_n_steps=10",
+        "trainer.checkpoint_every_n_steps=50",
+        "trainer.monitor_interval_s=0",
+        "inference.benchmark=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    sweep = subprocess.Popen(
+        ["python", "-m", "fastgpu", "-m", *args],
+        cwd=REPO,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline:
         history = sweep_dir / "1" / "history.jsonl"
@@ -116,11 +162,17 @@ def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
 
 def test_a_failing_point_is_reported_with_its_log_while_the_other_completes(tmp_path):
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", *SLURM, "precision=fp32,fp16", "trainer.epochs=2", f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_MODE": "disabled"})
+    result = run_cli(
+        "-m",
+        *SLURM,
+        "precision=fp32,fp16",
+        "trainer.epochs=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 1
     jobs = json.loads((sweep_dir / "jobs.json").read_text())
-    line = next(l for l in result.stdout.splitlines() if f"point 1 (job {jobs['1']['job_id']}) failed" in l)
+    line = next(s for s in result.stdout.splitlines() if f"point 1 (job {jobs['1']['job_id']}) failed" in s)
     assert "fp16 needs a CUDA GPU" in line and f"log: {jobs['1']['stderr']}" in line
     assert os.path.exists(jobs["1"]["stderr"])
     assert read_metrics(sweep_dir / "0")["status"] == "ok"
@@ -132,9 +184,22 @@ def test_jobs_outlive_the_submitting_process_and_the_report_is_built_after(tmp_p
     from fastgpu.report import main as report_main
 
     sweep_dir = tmp_path / "s"
-    sweep = subprocess.Popen(["python", "-m", "fastgpu", "-m", *SLURM, "precision=fp32,bf16", "trainer.epochs=3",
-                              f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = subprocess.Popen(
+        [
+            "python",
+            "-m",
+            "fastgpu",
+            "-m",
+            *SLURM,
+            "precision=fp32,bf16",
+            "trainer.epochs=3",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (sweep_dir / "jobs.json").exists():
         assert time.time() < deadline and sweep.poll() is None

@@ -1,15 +1,13 @@
 """Sweeps: one comparable result per point, failures recorded, resume, W&B groups, the sweep report."""
 
 import csv
-import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, run_cli
 from matplotlib.image import imread
 
-from conftest import compose_cfg, run_cli
 from fastgpu.launch import failure_record
 from fastgpu.report import main as report_main
 from fastgpu.results import read_metrics
@@ -23,8 +21,14 @@ TINY = ["trainer.epochs=2", "trainer.progress_bar=false"]
 @pytest.fixture(scope="module")
 def sweep_2x2(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("sweep") / "s"
-    result = run_cli("-m", "precision=fp32,bf16", "channels_last=false,true", *TINY, f"hydra.sweep.dir={sweep_dir}",
-                     env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"})
+    result = run_cli(
+        "-m",
+        "precision=fp32,bf16",
+        "channels_last=false,true",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"},
+    )
     return sweep_dir, result
 
 
@@ -69,7 +73,9 @@ def test_2x2_sweep_wandb_runs_share_a_group_and_hold_the_points_numbers(sweep_2x
     groups = {r["group"] for r in runs}
     assert len(groups) == 1 and groups.pop().startswith("sweep-")
     for run in points:
-        (point_dir,) = [p for p in sweep_dir.iterdir() if (p / "metrics.json").exists() and read_metrics(p)["name"] == run["name"]]
+        (point_dir,) = [
+            p for p in sweep_dir.iterdir() if (p / "metrics.json").exists() and read_metrics(p)["name"] == run["name"]
+        ]
         metrics = read_metrics(point_dir)
         assert run["summary"]["throughput"] == pytest.approx(metrics["throughput"])
         assert run["summary"]["accuracy"] == pytest.approx(metrics["accuracy"])
@@ -95,15 +101,25 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
     assert "1 of 2 sweep points failed" in first.stderr
     ok, failed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
     assert ok["status"] == "ok"
-    assert failed["status"] == "failed" and failed["error_type"] == "FastGPUError" and "fp16 needs a CUDA GPU" in failed["error"]
+    assert (
+        failed["status"] == "failed"
+        and failed["error_type"] == "FastGPUError"
+        and "fp16 needs a CUDA GPU" in failed["error"]
+    )
     with open(sweep_dir / "results.csv") as f:
         rows = {r["point"]: r for r in csv.DictReader(f)}
-    assert rows["1"]["status"] == "failed" and "fp16 needs a CUDA GPU" in rows["1"]["error"] and rows["0"]["status"] == "ok"
+    assert (
+        rows["1"]["status"] == "failed"
+        and "fp16 needs a CUDA GPU" in rows["1"]["error"]
+        and rows["0"]["status"] == "ok"
+    )
     assert "## Failed points" in (sweep_dir / "report.md").read_text()
 
     done_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (sweep_dir / "0").iterdir() if p.is_file()}
     # fix the failing point's setting, then resume the same sweep
-    second = run_cli("-m", "precision=fp32,fp16", "precision.fallback=bf16", *TINY, f"hydra.sweep.dir={sweep_dir}", "+resume=true")
+    second = run_cli(
+        "-m", "precision=fp32,fp16", "precision.fallback=bf16", *TINY, f"hydra.sweep.dir={sweep_dir}", "+resume=true"
+    )
     assert second.returncode == 0, second.stderr
     assert "is done (status ok), skipping" in second.stderr
     for path, (mtime, content) in done_files.items():
@@ -116,7 +132,14 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
 def test_submitit_local_launcher_runs_a_2_point_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     sweep_dir = tmp_path / "s"
-    result = run_cli("-m", "hydra/launcher=local", "trainer.num_threads=1", "precision=fp32,bf16", *TINY, f"hydra.sweep.dir={sweep_dir}")
+    result = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        "trainer.num_threads=1",
+        "precision=fp32,bf16",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 0, result.stderr
     assert [read_metrics(sweep_dir / n)["status"] for n in ("0", "1")] == ["ok", "ok"]
     assert list((sweep_dir / ".submitit").rglob("*_result.pkl")), "each point ran as a submitit job"
@@ -134,11 +157,15 @@ def test_report_on_demand_rebuilds_from_the_files(sweep_2x2, capsys):
 
 
 def test_experiment_configs_set_sweeps_seed_and_budget():
-    for name, key in [("precision", "precision"), ("speedups", "compile"), ("batch_size", "data.batch_size"),
-                      ("parallel", "parallel.nproc_per_node"), ("compression", "compression")]:
-        from hydra import compose, initialize_config_dir
-
+    for name, key in [
+        ("precision", "precision"),
+        ("speedups", "compile"),
+        ("batch_size", "data.batch_size"),
+        ("parallel", "parallel.nproc_per_node"),
+        ("compression", "compression"),
+    ]:
         from conftest import CONF
+        from hydra import compose, initialize_config_dir
 
         with initialize_config_dir(CONF, version_base="1.3"):
             cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
@@ -148,7 +175,10 @@ def test_experiment_configs_set_sweeps_seed_and_budget():
 
 def test_point_names_are_readable():
     keys = ["precision", "compile", "channels_last", "data.batch_size"]
-    assert point_name(["precision=bf16", "compile=true", "channels_last=true", "data.batch_size=128"], keys) == "bf16-compile-cl-bs128"
+    assert (
+        point_name(["precision=bf16", "compile=true", "channels_last=true", "data.batch_size=128"], keys)
+        == "bf16-compile-cl-bs128"
+    )
     assert point_name(["precision=fp32", "compile=false", "channels_last=false"], keys[:3]) == "fp32"
     assert point_name([], []) == "baseline"
 
@@ -156,4 +186,8 @@ def test_point_names_are_readable():
 def test_out_of_memory_becomes_an_oom_record_with_the_batch_size():
     cfg = compose_cfg("data.batch_size=4096")
     record = failure_record(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg)
-    assert record["status"] == "oom" and "data.batch_size=4096" in record["error"] and "lower data.batch_size" in record["error"]
+    assert (
+        record["status"] == "oom"
+        and "data.batch_size=4096" in record["error"]
+        and "lower data.batch_size" in record["error"]
+    )

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import compose_cfg, run_cli
+
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import read_history, read_metrics
 from fastgpu.wandb_offline import offline_runs
@@ -19,8 +19,21 @@ def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
     assert metrics["status"] == "ok"
     assert metrics["accuracy"] >= 0.95
     assert metrics["train_time_s"] < 60
-    for key in ["throughput", "step_time_p50_ms", "step_time_p90_ms", "data_time_share", "epoch_time_s", "time_to_target_s",
-                "val_loss", "precision", "recall", "f1", "peak_rss_mb", "params", "model_size_mb"]:
+    for key in [
+        "throughput",
+        "step_time_p50_ms",
+        "step_time_p90_ms",
+        "data_time_share",
+        "epoch_time_s",
+        "time_to_target_s",
+        "val_loss",
+        "precision",
+        "recall",
+        "f1",
+        "peak_rss_mb",
+        "params",
+        "model_size_mb",
+    ]:
         assert metrics[key] is not None and metrics[key] >= 0, key
     assert metrics["step_time_p90_ms"] >= metrics["step_time_p50_ms"] > 0
     assert 0 <= metrics["data_time_share"] < 1
@@ -51,7 +64,9 @@ def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cpu_precisions_train(tmp_path, quiet_wandb, precision):
-    cfg = compose_cfg(f"precision={precision}", "trainer.epochs=8", "trainer.progress_bar=false", "trainer.checkpoint=false")
+    cfg = compose_cfg(
+        f"precision={precision}", "trainer.epochs=8", "trainer.progress_bar=false", "trainer.checkpoint=false"
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["precision_mode"] == precision
     assert metrics["accuracy"] >= 0.90
@@ -66,7 +81,9 @@ def test_fp16_fallback_is_explicit_and_recorded(tmp_path, quiet_wandb):
 
 
 def test_nan_loss_fails_the_run_as_diverged(tmp_path, quiet_wandb):
-    cfg = compose_cfg("optimizer.lr=1e12", "trainer.max_steps=60", "trainer.log_every_n_steps=10", "trainer.progress_bar=false")
+    cfg = compose_cfg(
+        "optimizer.lr=1e12", "trainer.max_steps=60", "trainer.log_every_n_steps=10", "trainer.progress_bar=false"
+    )
     with pytest.raises(RunFailed) as failure:
         launch(cfg, tmp_path)
     record = read_metrics(tmp_path)
@@ -89,8 +106,13 @@ def test_values_leave_the_device_only_at_log_steps(tmp_path, quiet_wandb, monkey
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     steps, every = 200, 50
-    cfg = compose_cfg(f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={every}", "trainer.eval_every_n_epochs=100",
-                      "trainer.progress_bar=false", "trainer.checkpoint=false")
+    cfg = compose_cfg(
+        f"trainer.max_steps={steps}",
+        f"trainer.log_every_n_steps={every}",
+        "trainer.eval_every_n_epochs=100",
+        "trainer.progress_bar=false",
+        "trainer.checkpoint=false",
+    )
     launch(cfg, tmp_path)
     log_points = steps // every + 1
     # one read per log step, ~6 for the final evaluation, 3 for end-of-run percentiles; never one per step
@@ -99,7 +121,9 @@ def test_values_leave_the_device_only_at_log_steps(tmp_path, quiet_wandb, monkey
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
-    result = run_cli("parallel=ddp", "parallel.nproc_per_node=2", f"hydra.run.dir={tmp_path}", "trainer.progress_bar=false")
+    result = run_cli(
+        "parallel=ddp", "parallel.nproc_per_node=2", f"hydra.run.dir={tmp_path}", "trainer.progress_bar=false"
+    )
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(tmp_path)
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 128
@@ -121,8 +145,12 @@ def test_fsdp_trains(tmp_path, quiet_wandb):
 def test_compile_first_step_loss_equals_eager(tmp_path, quiet_wandb):
     losses = {}
     for compiled in (False, True):
-        cfg = compose_cfg(f"compile={str(compiled).lower()}", "trainer.max_steps=3", "trainer.progress_bar=false",
-                          "trainer.checkpoint=false")
+        cfg = compose_cfg(
+            f"compile={str(compiled).lower()}",
+            "trainer.max_steps=3",
+            "trainer.progress_bar=false",
+            "trainer.checkpoint=false",
+        )
         out = tmp_path / str(compiled)
         metrics = launch(cfg, out)
         assert metrics["compile"] is compiled
@@ -132,9 +160,19 @@ def test_compile_first_step_loss_equals_eager(tmp_path, quiet_wandb):
 
 
 def test_synthetic_imagenet_shapes_and_channels_last(tmp_path, quiet_wandb):
-    cfg = compose_cfg("data=synthetic", "data.image_size=64", "data.train_samples=64", "data.val_samples=32", "data.batch_size=16",
-                      "data.num_classes=5", "model=resnet18", "channels_last=true", "trainer.epochs=1", "trainer.warmup_steps=1",
-                      "trainer.progress_bar=false")
+    cfg = compose_cfg(
+        "data=synthetic",
+        "data.image_size=64",
+        "data.train_samples=64",
+        "data.val_samples=32",
+        "data.batch_size=16",
+        "data.num_classes=5",
+        "model=resnet18",
+        "channels_last=true",
+        "trainer.epochs=1",
+        "trainer.warmup_steps=1",
+        "trainer.progress_bar=false",
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["steps"] == 4 and metrics["timed_steps"] == 3 and metrics["channels_last"] is True
     assert 0 <= metrics["accuracy"] <= 1
