@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# ONE prepared GPU check for a single-GPU machine (< 8 minutes on one H100):
-#   1. the `cuda` tests (fp16 + GradScaler, bf16, tf32 flags, memory, channels_last, compile, clocks);
-#   2. a sweep of resnet50 on synthetic ImageNet-shaped data (3x224x224, 1000 classes, batch 256, data on
-#      the GPU) over fp32 / tf32 / bf16 / fp16 x channels_last, plus bf16 + channels_last + compile;
-#   3. FastGPU against a plain loop on the small-step cases (small CNN on digits, resnet18 at 3x32x32).
-# Results land in one folder (default experiments/results/gpu/): results.csv, report.md, plots, logs.
-# Each point is its own process with its own time limit; a failed or timed-out point is a row, not the end.
+# ONE prepared GPU check for a single-GPU machine that ends in a verdict (< 8 minutes on one H100):
+#   1. the `cuda` tests (sync-free hot loop, GPU-timeline data share, steady windows, export on CUDA, sparse24,
+#      int8 measured where deployed, fp16/bf16/tf32, memory, clocks);
+#   2. FastGPU on resnet50, synthetic ImageNet-shaped data on the GPU (batch 256): fp32 / tf32 / bf16 / fp16
+#      x channels_last, plus bf16 + channels_last + compile; eager points under trainer.sync_debug=error;
+#   3. the plain loop (experiments/plain_loop.py) on the same settings, in the same call;
+#   4. the sweep report, then experiments/gpu_verdict.py: verdict.json / verdict.md, exit 1 on a failed check.
+# Each FastGPU point is its own process with its own time limit; a failed or timed-out point is a row.
 #
 #   bash experiments/gpu_check.sh                       # on the GPU machine
-#   DEVICE=cpu bash experiments/gpu_check.sh            # the same script with tiny sizes (CPU fallback)
-# Knobs: RESULTS_DIR, POINT_TIMEOUT (s), STEPS, SKIP_TESTS=1, SKIP_OVERHEAD=1, PYTHON.
+#   DEVICE=cpu bash experiments/gpu_check.sh            # the same script with tiny sizes (speed checks advisory)
+# Knobs: RESULTS_DIR, POINT_TIMEOUT (s), STEPS, SKIP_TESTS=1, OVERHEAD=1 (also the small-model overhead
+# benchmark), PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,57 +28,86 @@ LOG="$RESULTS_DIR/gpu_check.log"
 : > "$LOG"
 say() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
+# each point: FastGPU overrides | the plain loop's setting
 if [ "$DEVICE" = cuda ]; then
   POINT_TIMEOUT=${POINT_TIMEOUT:-150}
-  STEPS=${STEPS:-40}
+  STEPS=${STEPS:-60}
   WORKLOAD=(model=resnet50 model.stem=imagenet data=synthetic data.image_size=224 data.num_classes=1000
             data.batch_size=256 data.eval_batch_size=256 data.train_samples=1024 data.val_samples=256
             data.device_resident=true trainer.device=cuda)
-  POINTS=("precision=fp32" "precision=fp32 channels_last=true" "precision=tf32" "precision=tf32 channels_last=true"
-          "precision=bf16" "precision=bf16 channels_last=true" "precision=fp16" "precision=fp16 channels_last=true"
-          "precision=bf16 channels_last=true compile=true")
+  PLAIN=(--model resnet50 --image-size 224 --classes 1000 --batch 256)
+  POINTS=("precision=fp32 export=[torch_export]|fp32" "precision=fp32 channels_last=true|fp32,cl"
+          "precision=tf32|tf32" "precision=tf32 channels_last=true|tf32,cl" "precision=bf16|bf16"
+          "precision=bf16 channels_last=true export=[torch_export]|bf16,cl" "precision=fp16|fp16"
+          "precision=fp16 channels_last=true|fp16,cl"
+          "precision=bf16 channels_last=true compile=true trainer.sync_debug=off|bf16,cl,compile")
+  VERDICT_MODE=()
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$LOG"
 else
   POINT_TIMEOUT=${POINT_TIMEOUT:-240}
   STEPS=${STEPS:-12}
-  WORKLOAD=(model=small_cnn data=synthetic data.image_size=32 data.batch_size=32 data.train_samples=256 data.val_samples=64
-            trainer.device=cpu)
-  POINTS=("precision=fp32" "precision=fp32 channels_last=true" "precision=bf16" "precision=bf16 channels_last=true"
-          "precision=bf16 channels_last=true compile=true")
+  WORKLOAD=(model=small_cnn data=synthetic data.image_size=32 data.batch_size=32 data.train_samples=256
+            data.val_samples=64 trainer.device=cpu)
+  PLAIN=(--model small_cnn --image-size 32 --classes 10 --batch 32)
+  POINTS=("precision=fp32 export=[torch_export]|fp32" "precision=fp32 channels_last=true|fp32,cl" "precision=bf16|bf16"
+          "precision=bf16 channels_last=true export=[torch_export]|bf16,cl"
+          "precision=bf16 channels_last=true compile=true|bf16,cl,compile")
+  VERDICT_MODE=(--advisory)
 fi
-COMMON=(trainer.max_steps=$STEPS trainer.warmup_steps=$((STEPS / 4)) trainer.eval_every_n_epochs=1000
-        trainer.log_every_n_steps=10 trainer.progress_bar=false trainer.checkpoint=false trainer.monitor_interval_s=0.5)
+WARMUP=$((STEPS / 6 > 2 ? STEPS / 6 : 2))
+# inference benchmarking and export cost start-up time and are not what this check measures: only where asked
+COMMON=(trainer.max_steps=$STEPS trainer.warmup_steps=$WARMUP trainer.eval_every_n_epochs=1000
+        trainer.log_every_n_steps=10 trainer.progress_bar=false trainer.checkpoint=false trainer.monitor_interval_s=0.2
+        trainer.sync_debug=error inference.benchmark=false export=[])
 
+TESTS_EXIT=0
 if [ "$DEVICE" = cuda ] && [ -z "${SKIP_TESTS:-}" ]; then
   say "cuda tests"
-  timeout 240 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -rs 2>&1 | tee "$RESULTS_DIR/cuda_tests.log" | tail -n 15
+  timeout 240 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -rs -p no:cacheprovider > "$RESULTS_DIR/cuda_tests.log" 2>&1
+  TESTS_EXIT=$?
+  tail -n 15 "$RESULTS_DIR/cuda_tests.log" | tee -a "$LOG"
 fi
 
 i=0
-for point in "${POINTS[@]}"; do
+SETTINGS=()
+for entry in "${POINTS[@]}"; do
+  point=${entry%%|*}
+  SETTINGS+=("${entry##*|}")
   dir="$SWEEP_DIR/$i"
   say "point $i: $point"
+  set -f  # the point's words are split, never globbed (export=[torch_export])
   # shellcheck disable=SC2086
   timeout --signal=TERM --kill-after=15 "$POINT_TIMEOUT" "$PYTHON" -m fastgpu "${WORKLOAD[@]}" "${COMMON[@]}" $point \
       "hydra.run.dir=$dir" >> "$LOG" 2>&1
   rc=$?
+  set +f
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     say "point $i timed out after ${POINT_TIMEOUT}s"
-    printf '{"status": "failed", "error_type": "Timeout", "error": "no result within %ss (POINT_TIMEOUT)"}\n' "$POINT_TIMEOUT" > "$dir/metrics.json"
+    printf '{"status": "failed", "error_type": "Timeout", "error": "no result within %ss (POINT_TIMEOUT)"}\n' \
+      "$POINT_TIMEOUT" > "$dir/metrics.json"
   elif [ $rc -ne 0 ]; then
     say "point $i failed (exit $rc): $(tail -n 1 "$LOG")"
   fi
   i=$((i + 1))
 done
 
+say "plain loop: ${SETTINGS[*]}"
+timeout 300 "$PYTHON" experiments/plain_loop.py --device "$DEVICE" "${PLAIN[@]}" --warmup "$WARMUP" \
+    --steps $((STEPS - WARMUP)) --settings "${SETTINGS[@]}" --out "$RESULTS_DIR/plain_loop.json" >> "$LOG" 2>&1 \
+  || say "plain loop failed: $(tail -n 1 "$LOG")"
+
 say "report"
 "$PYTHON" -m fastgpu.report "$SWEEP_DIR" --baseline precision=fp32 2>&1 | tee -a "$LOG"
 cp "$SWEEP_DIR"/results.csv "$SWEEP_DIR"/report.md "$SWEEP_DIR"/*.png "$RESULTS_DIR"/ 2>/dev/null
 
-if [ -z "${SKIP_OVERHEAD:-}" ]; then
-  say "FastGPU vs plain loop"
-  ROUNDS=$([ "$DEVICE" = cuda ] && echo 3 || echo 1)
-  timeout 240 "$PYTHON" experiments/overhead.py --device "$DEVICE" --rounds "$ROUNDS" --out "$RESULTS_DIR/overhead.json" 2>&1 \
+if [ -n "${OVERHEAD:-}" ]; then
+  say "FastGPU vs plain loop on the small models"
+  timeout 240 "$PYTHON" experiments/overhead.py --device "$DEVICE" --rounds 3 --out "$RESULTS_DIR/overhead.json" 2>&1 \
       | grep -v '^wandb' | tee -a "$LOG" | tail -n 5
 fi
-say "done: $RESULTS_DIR"
+
+say "verdict"
+"$PYTHON" experiments/gpu_verdict.py "$RESULTS_DIR" --tests-exit "$TESTS_EXIT" "${VERDICT_MODE[@]}" 2>&1 | tee -a "$LOG"
+verdict=${PIPESTATUS[0]}
+say "done: $RESULTS_DIR (verdict exit $verdict)"
+exit "$verdict"

@@ -20,8 +20,7 @@ from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from fastgpu.summary import format_summary
-from fastgpu.sweep import point_name, point_tags, sweep_group, swept_keys, task_overrides
-from fastgpu.train import run_name
+from fastgpu.sweep import point_name, point_tags, run_name, sweep_group, swept_keys, task_overrides
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

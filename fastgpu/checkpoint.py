@@ -30,11 +30,7 @@ class Progress:
     loss_sum: float = 0.0
     logged_loss_sum: float = 0.0
     logged_step: int = 0
-    step_times: list = field(default_factory=list)
-    data_waits: list = field(default_factory=list)
-    epoch_times: list = field(default_factory=list)
-    eval_time: float = 0.0
-    train_energy: float = 0.0
+    meter: dict = field(default_factory=dict)  # RunMeter.state_dict(): the measurements so far
     best_accuracy: float = 0.0
     time_to_target: Optional[float] = None
     steps_to_target: Optional[int] = None
@@ -48,7 +44,14 @@ def config_fingerprint(cfg) -> str:
     plain = OmegaConf.to_container(cfg, resolve=False)
     for key in ("logger", "resume", "hydra", "inference", "export", "report"):
         plain.pop(key, None)
-    for key in ("progress_bar", "monitor_interval_s", "num_threads", "checkpoint_every_n_steps", "log_every_n_steps"):
+    for key in (
+        "progress_bar",
+        "monitor_interval_s",
+        "num_threads",
+        "checkpoint_every_n_steps",
+        "log_every_n_steps",
+        "sync_debug",
+    ):
         plain.get("trainer", {}).pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -91,7 +94,7 @@ def save_state(
         }
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
-        if scaler is not None:
+        if scaler.is_enabled():
             state["scaler"] = scaler.state_dict()
         save_checkpoint(path, state)
     return model_state
@@ -122,7 +125,7 @@ def load_state(state: dict, model, optimizer, scheduler, scaler) -> Progress:
     )
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and "scaler" in state:
+    if "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"])
     return Progress(**state["progress"])

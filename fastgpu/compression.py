@@ -5,6 +5,7 @@ Every option turns the trained fp32 model into a *deploy model* that the run eva
 benchmarks; `none` deploys the trained model as it is.
 """
 
+import contextlib
 import logging
 import math
 import warnings
@@ -28,7 +29,16 @@ def prunable(model: nn.Module) -> list:
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    from torch.sparse import SparseSemiStructuredTensor
+
+    if isinstance(tensor, SparseSemiStructuredTensor):
+        return tensor.to_dense()
     return tensor.qdata if hasattr(tensor, "qdata") else tensor  # torchao Int8Tensor: its int8 data
+
+
+def deploy_device(name: str, device: torch.device) -> torch.device:
+    """Where the compressed model runs: x86 int8 kernels on the CPU, everything else where it trained."""
+    return torch.device("cpu") if name in INT8_CPU else device
 
 
 def sparsity(model: nn.Module) -> dict:
@@ -94,17 +104,19 @@ def training_hook(cfg, model: nn.Module, total_steps: int):
     return None
 
 
-def finetune(model: nn.Module, loader, epochs: int, lr: float, device, precision) -> None:
-    """A short fine-tune after one-shot pruning or for QAT (plain SGD, the run's precision)."""
+def finetune(model: nn.Module, loader, epochs: int, lr: float, device, precision, memory_format) -> None:
+    """A short fine-tune after one-shot pruning or for QAT: plain SGD, the run's precision (GradScaler
+    included) and memory format where it runs on the training device."""
+    from fastgpu.step import train_step
+
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    same_device = device.type == precision.device_type
+    scaler = torch.amp.GradScaler(device.type, enabled=same_device and precision.scaler.is_enabled())
+    autocast = precision.autocast if same_device else contextlib.nullcontext
     for _ in range(epochs):
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            with precision.autocast():
-                loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            train_step(model, x, y.to(device, non_blocking=True), optimizer, scaler, autocast)
 
 
 # --- structured pruning: whole output channels by L2 norm ---------------------------------------------
@@ -196,9 +208,9 @@ def unshare_activations(model: nn.Module) -> nn.Module:
 
 
 def _export(model: nn.Module, example: torch.Tensor):
-    unshare_activations(model)
-    batch = torch.export.Dim("batch", min=1)
-    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    from fastgpu.deploy import export_program
+
+    return export_program(unshare_activations(model), example)
 
 
 def drop_unused_attributes(graph_module) -> None:
@@ -244,7 +256,7 @@ def quantize_aware_train(model: nn.Module, loader, epochs: int, lr: float, examp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         prepared = prepare_qat_pt2e(_export(model.train(), example).module(), _x86_quantizer(is_qat=True))
-    finetune(prepared, loader, epochs, lr, torch.device("cpu"), precision)
+    finetune(prepared, loader, epochs, lr, torch.device("cpu"), precision, torch.preserve_format)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     drop_unused_attributes(converted)
@@ -274,25 +286,69 @@ def quantized_weight_bytes(deployed: nn.Module) -> dict:
     return {"quantized_weight_bytes_before": 4 * quantized_numel, "quantized_weight_bytes_after": after}
 
 
-def sparse24(model: nn.Module, device) -> nn.Module:
+def sparse24_plan(model: nn.Module, example: torch.Tensor) -> dict:
+    """Which layers 2:4 kernels can take (nn.Linear, in_features % 64 == 0, out_features % 32 == 0) and
+    their share of the model's forward FLOPs (torch.utils.flop_counter, one pass over `example`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    eligible = [(name, m) for name, m in linears if m.in_features % 64 == 0 and m.out_features % 32 == 0]
+    rows = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inputs, out, name=name: rows.__setitem__(name, inputs[0].numel() // mod.in_features)
+        )
+        for name, m in eligible
+    ]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    total = counter.get_total_flops()
+    flops = sum(2 * rows.get(name, 0) * m.in_features * m.out_features for name, m in eligible)
+    return {
+        "layers": [name for name, _ in eligible],
+        "linear_layers": [f"{name} ({m.in_features}->{m.out_features})" for name, m in linears],
+        "flops_share": flops / total if total else 0.0,
+    }
+
+
+def sparse24(model: nn.Module, device, precision, example: torch.Tensor) -> tuple:
+    """2:4 semi-structured sparsity on the eligible linear layers, in the run's half precision (the other
+    layers untouched). Returns (model, facts: layers converted, their FLOPs share)."""
     if device.type != "cuda":
         raise FastGPUError(
             "compression=sparse24 (2:4 semi-structured sparsity) needs a CUDA GPU (sm_80+); "
             "use compression=prune on this device"
         )
+    if precision.autocast_dtype not in (torch.float16, torch.bfloat16):
+        raise FastGPUError(
+            f"compression=sparse24 runs half-precision 2:4 kernels; this run is precision={precision.name}: "
+            "use precision=bf16 or fp16"
+        )
+    plan = sparse24_plan(model, example)
+    if not plan["layers"]:
+        raise FastGPUError(
+            "compression=sparse24 found no layer it can convert: 2:4 kernels need nn.Linear with in_features % 64 == 0 "
+            f"and out_features % 32 == 0 (this model's: {', '.join(plan['linear_layers']) or 'none'}); "
+            "use compression=prune, or a model with such layers (model=mlp)"
+        )
     from torch.sparse import to_sparse_semi_structured
 
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and module.in_features % 64 == 0 and module.out_features % 32 == 0:
-            weight = module.weight.data.to(torch.float16)
-            groups = weight.view(-1, 4)
-            smallest = groups.abs().topk(2, dim=1, largest=False).indices
-            mask = torch.ones_like(groups, dtype=torch.bool).scatter_(1, smallest, False).view_as(weight)
-            module.weight = nn.Parameter(to_sparse_semi_structured(weight * mask), requires_grad=False)
-    return model.half()
+    for name in plan["layers"]:
+        module = model.get_submodule(name)
+        weight = module.weight.data.to(precision.autocast_dtype)
+        groups = weight.view(-1, 4)
+        smallest = groups.abs().topk(2, dim=1, largest=False).indices
+        mask = torch.ones_like(groups, dtype=torch.bool).scatter_(1, smallest, False).view_as(weight)
+        module.weight = nn.Parameter(to_sparse_semi_structured(weight * mask), requires_grad=False)
+    facts = {"sparse24_layers": len(plan["layers"]), "sparse24_flops_share": plan["flops_share"]}
+    return model, facts
 
 
-def compress(cfg, model: nn.Module, data, device, precision) -> tuple:
+def compress(cfg, model: nn.Module, data, device, precision, memory_format) -> tuple:
     """Return (deploy model, its device, facts about what was done) for compression option cfg.name."""
     if cfg.name not in OPTIONS:
         raise FastGPUError(f"compression={cfg.name!r} is not known; use one of {', '.join(OPTIONS)}")
@@ -303,16 +359,17 @@ def compress(cfg, model: nn.Module, data, device, precision) -> tuple:
     if cfg.name == "prune":
         if cfg.schedule == "oneshot":
             apply_magnitude_pruning(model, cfg.amount, cfg.scope)
-            finetune(model.train(), data.train, cfg.finetune_epochs, cfg.finetune_lr, device, precision)
+            finetune(model.train(), data.train, cfg.finetune_epochs, cfg.finetune_lr, device, precision, memory_format)
             make_permanent(model)
         return model.eval(), device, facts
     if cfg.name == "prune_structured":
         facts["structured_speedup"] = structured_prune(model, cfg.amount)
-        finetune(model.train(), data.train, cfg.finetune_epochs, cfg.finetune_lr, device, precision)
+        finetune(model.train(), data.train, cfg.finetune_epochs, cfg.finetune_lr, device, precision, memory_format)
         return model.eval(), device, facts
     if cfg.name == "sparse24":
-        return sparse24(model.eval(), device), device, facts
-    cpu = torch.device("cpu")
+        model, facts = sparse24(model.eval(), device, precision, example.to(device))
+        return model, device, facts
+    cpu = deploy_device(cfg.name, device)
     model = model.to(cpu)
     facts["compressed_device"] = "cpu"
     if cfg.name == "quantize_dynamic":

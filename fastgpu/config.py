@@ -82,7 +82,7 @@ class TrainerConfig:
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    warmup_steps: int = 5  # excluded from throughput and step-time statistics
+    warmup_steps: int = 5  # excluded from throughput, step-time, data-share and energy figures
     log_every_n_steps: int = 25
     eval_every_n_epochs: int = 1
     target_accuracy: float = 0.95  # for time-to-accuracy
@@ -91,6 +91,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0  # full training state every N steps (0: only on preemption signals)
     deterministic: bool = False
     monitor_interval_s: float = 1.0  # resource sampler period (CPU/RSS, NVML on CUDA); 0 turns it off
+    sync_debug: str = "off"  # off | warn | error: torch.cuda.set_sync_debug_mode over the steady steps (CUDA)
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
 
 

@@ -189,19 +189,42 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
     # batch_size __getitem__ calls and a collate), as a hand-tuned plain loop would.
     train_sampler = _sampler(train_set, True, seed, rank, world_size)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
+    if train_set.tensors[0].device.type == "cuda":
+        return DataBundle(
+            DeviceBatches(train_set, train_sampler, cfg.batch_size, cfg.drop_last),
+            DeviceBatches(val_set, val_sampler, cfg.eval_batch_size, False),
+            train_sampler,
+        )
+    kwargs = _loader_kwargs(cfg, device)
     train = DataLoader(
-        train_set,
-        sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last),
-        batch_size=None,
-        **_loader_kwargs(cfg, device),
+        train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **kwargs
     )
-    val = DataLoader(
-        val_set,
-        sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False),
-        batch_size=None,
-        **_loader_kwargs(cfg, device),
-    )
+    val = DataLoader(val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **kwargs)
     return DataBundle(train, val, train_sampler)
+
+
+class DeviceBatches:
+    """Batches of a dataset that lives on the GPU, gathered on the GPU.
+
+    Indexing a CUDA tensor with a Python list copies the index to the device and waits for it, every
+    batch. Here the epoch's order goes to the device once, from pinned memory without waiting, and each
+    batch is an `index_select` with a slice of it: the host never waits for the device.
+    """
+
+    def __init__(self, dataset: TensorDataset, sampler, batch_size: int, drop_last: bool):
+        self.tensors, self.sampler, self.batch_size, self.drop_last = dataset.tensors, sampler, batch_size, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        device = self.tensors[0].device
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        order = order.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else order
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield tuple(t.index_select(0, index) for t in self.tensors)
 
 
 def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):

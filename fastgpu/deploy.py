@@ -22,9 +22,18 @@ MODEL_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
 
 
+# cuDNN's batch norm adds the guard `batch <= 65535` to a CUDA graph: an unbounded batch dimension then
+# fails export ("Constraints violated (batch)"), so every export declares this bound.
+MAX_EXPORT_BATCH = 65535
+
+
+def batch_dim():
+    return torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+
+
 def export_program(model, example: torch.Tensor):
-    batch = torch.export.Dim("batch", min=1)
-    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    """The one torch.export call of FastGPU: the batch dimension dynamic within [1, MAX_EXPORT_BATCH]."""
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch_dim()},))
 
 
 def serialized_bytes(program) -> int:
@@ -33,26 +42,39 @@ def serialized_bytes(program) -> int:
     return len(buffer.getvalue())
 
 
-def export_model(model, example: torch.Tensor, out_dir: Path, formats) -> dict:
-    """Write the requested formats into out_dir; returns sizes and what could not be exported (one line each)."""
-    facts = {}
-    program = export_program(model, example)
-    if "torch_export" in formats:
-        torch.export.save(program, Path(out_dir) / MODEL_FILE)
-        facts["export_file"] = MODEL_FILE
-    facts["serialized_bytes"] = serialized_bytes(program)
+def _try_export(model, example: torch.Tensor) -> tuple:
+    """(program, {}) or (None, {"export_error": one line}): the exporter cannot trace every model."""
+    try:
+        return export_program(model, example), {}
+    except Exception as exc:
+        return None, {"export_error": described(exc)}
+
+
+def exported_size(model, example: torch.Tensor) -> dict:
+    """The serialized size of the model's export program, or why it could not be exported."""
+    program, facts = _try_export(model, example)
+    if program is not None:
+        facts["serialized_bytes"] = serialized_bytes(program)
+    return facts
+
+
+def export_model(model, example: torch.Tensor, out_dir, formats) -> dict:
+    """Write the requested formats into out_dir. Returns the exported size and, in place of what could
+    not be exported, `export_error` / `onnx_error` (one line each): a failed export never fails the run."""
+    if not formats:
+        return {}
+    program, facts = _try_export(model, example)
+    if program is not None:
+        facts["serialized_bytes"] = serialized_bytes(program)
+        if "torch_export" in formats:
+            torch.export.save(program, Path(out_dir) / MODEL_FILE)
+            facts["export_file"] = MODEL_FILE
     if "onnx" in formats:
         try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(Path(out_dir) / ONNX_FILE),
-                dynamo=True,
-                verbose=False,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            )
+            path = str(Path(out_dir) / ONNX_FILE)
+            torch.onnx.export(model, (example,), path, dynamo=True, verbose=False, dynamic_shapes=({0: batch_dim()},))
             facts["onnx_file"] = ONNX_FILE
-        except Exception as exc:  # the exporter does not handle every model (int8 graphs, missing onnxscript)
+        except Exception as exc:  # int8 graphs, missing onnxscript
             facts["onnx_error"] = described(exc)
     return facts
 

@@ -20,3 +20,20 @@ class FastGPUError(Exception):
 
 class DivergedError(FastGPUError):
     status = "diverged"
+
+
+class Interrupted(FastGPUError):
+    """Training stopped on a preemption/kill signal after saving its full state."""
+
+    status = "interrupted"
+
+    def __init__(self, watch, step: int, checkpoint_path):
+        import signal
+
+        name = signal.Signals(watch.signum).name
+        run_dir = checkpoint_path.parent
+        super().__init__(
+            f"stopped by {name} at step {step}; state saved in {checkpoint_path}; "
+            f"continue with: python -m fastgpu +resume={run_dir}"
+        )
+        self.watch = watch

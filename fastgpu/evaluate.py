@@ -6,6 +6,7 @@ Prints accuracy, precision, recall and F1 next to the values recorded in the run
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from fastgpu.data import build_data
 from fastgpu.deploy import MODEL_FILE
 from fastgpu.metrics import eval_metrics
 from fastgpu.results import CONFIG_FILE, read_metrics
-from fastgpu.train import evaluate
+from fastgpu.step import evaluate
 
 
 def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
@@ -29,7 +30,8 @@ def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
     target = torch.device(device)
     data = build_data(cfg.data, cfg.trainer.seed, 0, 1, target)
     memory_format = torch.channels_last if cfg.channels_last and target.type == "cuda" else torch.preserve_format
-    return evaluate(model.to(target), data.val, None, target, memory_format, eval_metrics(cfg.data.num_classes, target))
+    collection = eval_metrics(cfg.data.num_classes, target)
+    return evaluate(model.to(target), data.val, contextlib.nullcontext, target, memory_format, collection)
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ precision, recall and F1 of the run are the deploy model's.
 """
 
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -16,24 +17,28 @@ from fastgpu.data import build_data
 from fastgpu.errors import described
 from fastgpu.metrics import eval_metrics
 from fastgpu.models import build_model
+from fastgpu.step import evaluate
 
 QUALITY = ("accuracy", "precision", "recall", "f1")
 
 
 def _measure(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
+    """Inference latency (inference.benchmark); a failure is recorded as `inference_error`, never raised."""
     if not cfg.inference.benchmark:
         return {}
-    if not compile_model:
-        return deploy.inference_latency(model, batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup)
+    repeats, warmup = cfg.inference.repeats, cfg.inference.warmup
+    try:
+        if not compile_model:
+            return deploy.inference_latency(model, batch, device, autocast, repeats, warmup)
+    except Exception as exc:
+        return {"inference_error": described(exc, 200)}
     # freezing folds the weights into the compiled graph: what selects x86 int8 kernels (and prepacked fp32 ones)
     try:
         with torch._inductor.config.patch(freezing=True):
-            return deploy.inference_latency(
-                torch.compile(model), batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup
-            )
+            return deploy.inference_latency(torch.compile(model), batch, device, autocast, repeats, warmup)
     except Exception as exc:  # inductor cannot compile every graph (seen: int8 convs at 8x8); measure eager instead
         torch._dynamo.reset()
-        measured = deploy.inference_latency(model, batch, device, autocast, cfg.inference.repeats, cfg.inference.warmup)
+        measured = _measure(model, batch, device, autocast, cfg, compile_model=False)
         measured["inference_compile_error"] = described(exc, 200)
         return measured
 
@@ -43,8 +48,8 @@ def _suffixed(values: dict, suffix: str) -> dict:
 
 
 def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: dict, out_dir: Path) -> dict:
-    from fastgpu.train import evaluate
-
+    """Before/after numbers of the deploy model. Both sides are measured on the device the compressed
+    model is deployed to (`deploy_device`: the CPU for x86 int8), so their ratios compare like with like."""
     data = build_data(cfg.data, cfg.trainer.seed, 0, 1, device)
     model = build_model(cfg.model, cfg.data)
     model.load_state_dict(model_state)
@@ -54,40 +59,38 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
     batch = deploy.inference_batch(data.val, cfg.data.batch_size)
     example = batch[:2].to(device)
     ccfg = cfg.compression
+    target = C.deploy_device(ccfg.name, device)
+    on_target = target == device
+    autocast = precision.autocast if on_target else contextlib.nullcontext
+    target_format = memory_format if on_target else torch.preserve_format
 
+    result = {"compression": ccfg.name, "deploy_device": target.type}
     before = {**C.sparsity(model), **{k: val_before.get(k) for k in QUALITY}}
-    before.update(_measure(model, batch, device, precision.autocast, cfg, ccfg.compile_inference))
+    reference = model if on_target else copy.deepcopy(model).to(target)
+    before.update(_measure(reference, batch, target, autocast, cfg, ccfg.compile_inference))
     if ccfg.name != "none":
-        before["serialized_bytes"] = deploy.serialized_bytes(deploy.export_program(model, example))
+        before.update(deploy.exported_size(reference, example.to(target)))
+    del reference
 
-    deployed, deploy_device, facts = C.compress(ccfg, model, data, device, precision)
-    autocast = precision.autocast if deploy_device == device else contextlib.nullcontext
-    result = {"compression": ccfg.name, **facts}
-    try:
-        result.update(deploy.export_model(deployed, example.to(deploy_device), out_dir, cfg.export))
-    except Exception as exc:  # a model the exporter cannot trace still gets evaluated and benchmarked
-        result["export_error"] = described(exc)
+    deployed, target, facts = C.compress(ccfg, model, data, device, precision, memory_format)
+    result.update(facts)
+    result.update(deploy.export_model(deployed, example.to(target), out_dir, cfg.export))
 
     if ccfg.name == "none":
         after = dict(before)
     else:
-        collection = eval_metrics(cfg.data.num_classes, deploy_device)
-        val_after = evaluate(
-            deployed,
-            data.val,
-            precision if deploy_device == device else None,
-            deploy_device,
-            memory_format if deploy_device == device else torch.preserve_format,
-            collection,
-        )
+        collection = eval_metrics(cfg.data.num_classes, target)
+        val_after = evaluate(deployed, data.val, autocast, target, target_format, collection)
         after = {**C.sparsity(deployed), **{k: val_after[k] for k in QUALITY}, "val_loss": val_after["loss"]}
-        after.update(_measure(deployed, batch, deploy_device, autocast, cfg, ccfg.compile_inference))
+        after.update(_measure(deployed, batch, target, autocast, cfg, ccfg.compile_inference))
         if ccfg.name in C.INT8_CPU:
             result.update(C.quantized_weight_bytes(deployed))
             if result["quantized_weight_bytes_after"]:
-                result["quantized_weight_ratio"] = (
-                    result["quantized_weight_bytes_before"] / result["quantized_weight_bytes_after"]
+                before_bytes, after_bytes = (
+                    result["quantized_weight_bytes_before"],
+                    result["quantized_weight_bytes_after"],
                 )
+                result["quantized_weight_ratio"] = before_bytes / after_bytes
     after["serialized_bytes"] = result.get("serialized_bytes")
     before.setdefault("serialized_bytes", after["serialized_bytes"])
 

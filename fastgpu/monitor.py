@@ -80,6 +80,7 @@ class ResourceMonitor:
         self._thread = None
         self._nvml = None
         self._energy_start = None
+        self.t0 = 0.0  # perf_counter at start(): samples' system/time_s count from here
         if self.enabled and device.type == "cuda":
             try:
                 self._nvml = _Nvml(device)
@@ -90,7 +91,7 @@ class ResourceMonitor:
         if not self.enabled:
             return
         self.process.cpu_percent()  # the first call only sets the reference point
-        self._t0 = time.perf_counter()
+        self.t0 = time.perf_counter()
         if self._nvml is not None:
             self._energy_start = self._nvml.energy_mj()
         self._thread = threading.Thread(target=self._run, name="fastgpu-monitor", daemon=True)
@@ -102,7 +103,7 @@ class ResourceMonitor:
 
     def _sample(self) -> dict:
         sample = {
-            "system/time_s": time.perf_counter() - self._t0,
+            "system/time_s": time.perf_counter() - self.t0,
             "system/cpu_percent": self.process.cpu_percent(),
             "system/rss_mb": self.process.memory_info().rss / 2**20,
         }

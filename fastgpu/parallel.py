@@ -78,21 +78,34 @@ def shutdown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
+def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple:
+    """(model, what it was really wrapped in): 'none' when there is no process group to wrap over (a
+    one-process ddp/fsdp request trains the bare model, and is recorded as such)."""
     if strategy not in STRATEGIES:
         raise FastGPUError(f"parallel.strategy={strategy!r} is not known; use one of {', '.join(STRATEGIES)}")
     if strategy == "none" or not dist.is_initialized():
-        return model
+        return model, "none"
     if strategy == "ddp":
         device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), "ddp"
     from torch.distributed.fsdp import fully_shard
 
     for child in model.children():
         if any(p.requires_grad for p in child.parameters()):
             fully_shard(child)
     fully_shard(model)
-    return model
+    return model, "fsdp"
+
+
+@torch.no_grad()
+def rank_param_max_diff(model: nn.Module) -> float:
+    """Largest |parameter - rank 0's parameter| over all ranks: 0 when data parallelism kept replicas equal."""
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    diff = (flat - reference).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)
 
 
 def all_reduce(values: list, op: str = "sum") -> list:

@@ -16,7 +16,7 @@ class Precision:
     name: str
     requested: str
     autocast_dtype: Optional[torch.dtype]
-    scaler: Optional[torch.amp.GradScaler]
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
     device_type: str
 
     def autocast(self):
@@ -58,5 +58,5 @@ def build_precision(cfg, device: torch.device) -> Precision:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-    scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
     return Precision(name, cfg.name, dtype, scaler, device.type)

@@ -42,6 +42,7 @@ COLUMNS = [
     "energy_per_sample_j",
     "energy_ratio",
     "compression",
+    "deploy_device",
     "accuracy_before",
     "accuracy_after",
     "f1_before",
@@ -155,15 +156,18 @@ def build_rows(points: list, baseline) -> list:
 
 def recommend(rows: list, tolerance: float) -> str:
     """The fastest point within `tolerance` accuracy of the baseline: by training throughput, or, when the
-    sweep varies compression, by inference latency at the batch size (what compression is for)."""
+    sweep varies compression, by each point's inference speed-up over its own uncompressed model measured
+    on the same device (`latency_ratio`): int8 runs on the CPU, so its latency is never set against a GPU's."""
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
     base = next((r for r in rows if r["baseline"]), None)
     if not ok or base is None:
         return "No recommendation: no point finished."
     eligible = [r for r in ok if r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance]
-    inference = len({r["compression"] for r in ok}) > 1 and all(r["latency_batch_ms_after"] for r in eligible)
+    inference = len({r["compression"] for r in ok}) > 1 and all(r["latency_ratio"] for r in eligible)
     if inference:
-        best = min(eligible, key=lambda r: r["latency_batch_ms_after"])
+        best = max(eligible, key=lambda r: r["latency_ratio"])
+        if best["latency_ratio"] <= 1:
+            best = base
     else:
         best = max(eligible, key=lambda r: r["throughput"])
     if best is base:
@@ -173,17 +177,12 @@ def recommend(rows: list, tolerance: float) -> str:
         )
     accuracy = f"accuracy {best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts)"
     if inference:
-        size = best["serialized_bytes_after"] and base["serialized_bytes_after"]
-        size_text = (
-            f", exported size {base['serialized_bytes_after'] / best['serialized_bytes_after']:.2f}x smaller"
-            if size
-            else ""
-        )
+        size_text = f", exported size {best['size_ratio']:.2f}x smaller" if best["size_ratio"] else ""
         return (
-            f"Recommendation: '{best['name']}': "
-            f"{base['latency_batch_ms_after'] / best['latency_batch_ms_after']:.2f}x lower "
-            f"inference latency at the batch size than '{base['name']}' ({base['latency_batch_ms_after']:.2f} -> "
-            f"{best['latency_batch_ms_after']:.2f} ms){size_text}, {accuracy}."
+            f"Recommendation: '{best['name']}': {best['latency_ratio']:.2f}x lower inference latency at the batch "
+            f"size than the same model uncompressed ({best['latency_batch_ms_before']:.2f} -> "
+            f"{best['latency_batch_ms_after']:.2f} ms, both on {best['deploy_device'] or 'the training device'})"
+            f"{size_text}, {accuracy}."
         )
     memory = f", peak memory {best['memory_ratio']:.2f}x" if best["memory_ratio"] else ""
     return (
@@ -220,6 +219,7 @@ TABLE = [  # (header, row key, format)
     ("sparsity", "sparsity", "{:.2f}"),
     ("size ratio", "size_ratio", "{:.2f}x"),
     ("latency ratio", "latency_ratio", "{:.2f}x"),
+    ("latency on", "deploy_device", "{}"),
     ("int8 weights", "quantized_weight_ratio", "{:.2f}x smaller"),
     ("util %", "mean_gpu_util_percent", "{:.0f}"),
     ("J/sample", "energy_per_sample_j", "{:.4f}"),

@@ -9,6 +9,18 @@ SHORT_KEYS = {"channels_last": "cl", "data.batch_size": "bs", "parallel.nproc_pe
 NOT_A_SETTING = ("hydra.", "logger.", "+resume", "resume", "trainer.progress_bar")
 
 
+def run_name(cfg) -> str:
+    """The readable name of a single run: model-precision[-compile][-cl][-strategy]."""
+    parts = [cfg.model.name, cfg.precision.name]
+    if cfg.compile:
+        parts.append("compile")
+    if cfg.channels_last:
+        parts.append("cl")
+    if cfg.parallel.strategy != "none":
+        parts.append(cfg.parallel.strategy)
+    return "-".join(parts)
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 

@@ -7,7 +7,7 @@ import torch
 from conftest import compose_cfg
 
 from fastgpu.launch import launch
-from fastgpu.metrics import StepClock
+from fastgpu.meter import StepClock
 from fastgpu.precision import build_precision
 
 pytestmark = [
@@ -58,31 +58,81 @@ def test_step_clock_synchronises_before_reading():
     clock = StepClock(torch.device("cuda"))
     clock.start()
     host_start = time.perf_counter()
+    torch.cuda._sleep(100_000_000)  # GPU work before the batch is ready: counts as data time
+    clock.ready()
     torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU work, enqueued asynchronously
     clock.step()
     host_enqueue = time.perf_counter() - host_start
-    (gpu_seconds,) = clock.collect()
+    (gpu_seconds,), (data_seconds,) = clock.collect()
     assert gpu_seconds > 0.02 and gpu_seconds > 5 * host_enqueue
+    assert 0.2 < data_seconds / gpu_seconds < 0.45  # a third of the step was before the ready mark
+
+
+RESIDENT = ["data=synthetic", "data.device_resident=true", "data.batch_size=256", "model=resnet18"]
 
 
 @pytest.mark.parametrize(
     "overrides", [["precision=fp16"], ["precision=bf16", "channels_last=true"], ["precision=bf16", "compile=true"]]
 )
-def test_training_on_cuda_records_device_memory(tmp_path, overrides):
-    cfg = compose_cfg(
-        "data=synthetic",
-        "data.device_resident=true",
-        "model=resnet18",
-        "trainer.monitor_interval_s=0.2",
-        *TINY,
-        *overrides,
-    )
+def test_training_on_cuda_records_device_memory_and_steady_windows(tmp_path, overrides):
+    cfg = compose_cfg(*RESIDENT, "trainer.monitor_interval_s=0.05", *TINY, "trainer.max_steps=150", *overrides)
     metrics = launch(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["device"] == "cuda"
     assert 0 < metrics["peak_mem_allocated_mb"] <= metrics["peak_mem_reserved_mb"]
-    assert metrics["throughput"] > 0 and metrics["mean_gpu_util_percent"] is not None
+    assert metrics["throughput"] > 0
+    # the steady window holds only training steps: the GPU is busy there (compilation is in warm-up)
+    assert metrics["mean_gpu_util_percent"] >= 50
+    assert metrics["data_time_share"] < 0.05  # the data is on the GPU
     if metrics.get("energy_j") is not None:
-        assert metrics["energy_per_sample_j"] > 0
+        assert 0 < metrics["energy_per_sample_j"] and metrics["warmup_energy_j"] > 0
+    assert "export_error" not in metrics and (tmp_path / "model.pt2").exists()  # batch norm exports on CUDA
+
+
+@pytest.mark.parametrize(
+    "overrides", [["precision=fp32"], ["precision=bf16", "channels_last=true"], ["precision=fp16"]]
+)
+def test_the_hot_loop_never_waits_for_the_gpu(tmp_path, overrides):
+    """torch.cuda.set_sync_debug_mode("error") over the steady steps (log steps and fp16's GradScaler
+    step excepted): any host-device sync in the loop, the loader or the step raises."""
+    cfg = compose_cfg(*RESIDENT, "trainer.sync_debug=error", "trainer.log_every_n_steps=20", *TINY, *overrides)
+    metrics = launch(cfg, tmp_path)
+    assert metrics["status"] == "ok" and metrics["timed_steps"] == 25
+
+
+def test_a_slow_loader_reads_as_data_time_on_the_gpu_timeline(tmp_path, monkeypatch):
+    import fastgpu.data
+
+    real = fastgpu.data._synthetic
+
+    class Slow(torch.utils.data.Dataset):
+        def __init__(self, tensors):
+            self.tensors = tensors
+
+        def __len__(self):
+            return len(self.tensors[1])
+
+        def __getitem__(self, i):
+            time.sleep(0.001)
+            return self.tensors[0][i], self.tensors[1][i]
+
+    monkeypatch.setattr(fastgpu.data, "_synthetic", lambda cfg, seed: tuple(Slow(d.tensors) for d in real(cfg, seed)))
+    cfg = compose_cfg("data=synthetic", "data.batch_size=64", "model=small_cnn", *TINY)
+    metrics = launch(cfg, tmp_path)
+    assert metrics["data_time_share"] > 0.5  # 64 ms of loading per batch against a ~1 ms GPU step
+
+
+def test_sparse24_converts_the_eligible_layers_in_the_runs_precision(tmp_path):
+    cfg = compose_cfg("model=mlp", "compression=sparse24", "precision=bf16", *TINY)
+    metrics = launch(cfg, tmp_path)
+    assert metrics["sparse24_layers"] == 2 and metrics["sparse24_flops_share"] > 0.9
+    assert metrics["precision_mode"] == "bf16" and metrics["latency_batch_ms_after"] > 0
+    assert metrics["sparsity"] == pytest.approx(0.5 * metrics["sparse24_flops_share"], abs=0.1)
+
+
+def test_int8_before_and_after_are_measured_on_the_cpu_it_deploys_to(tmp_path):
+    metrics = launch(compose_cfg("compression=quantize_static", *TINY), tmp_path)
+    assert metrics["device"] == "cuda" and metrics["deploy_device"] == "cpu"
+    assert metrics["latency_batch_ms_before"] > 0 and metrics["latency_batch_ms_after"] > 0
 
 
 def test_channels_last_weights_stay_channels_last(tmp_path):
@@ -97,4 +147,5 @@ def test_ddp_nccl_on_all_gpus(tmp_path):
     n = torch.cuda.device_count()
     cfg = compose_cfg("parallel=ddp", f"parallel.nproc_per_node={n}", "data=synthetic", *TINY)
     metrics = launch(cfg, tmp_path)
-    assert metrics["world_size"] == n
+    assert metrics["world_size"] == n and metrics["parallel"] == "ddp"
+    assert metrics["rank_param_max_diff"] == 0

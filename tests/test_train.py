@@ -127,6 +127,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(tmp_path)
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 128
+    assert metrics["parallel"] == "ddp" and metrics["rank_param_max_diff"] == 0  # really wrapped, replicas equal
     assert metrics["steps"] == 20 * ((1437 // 2) // 64)  # each rank saw half the data
     assert metrics["accuracy"] >= 0.95  # the single-process band
     assert len(list(tmp_path.rglob("metrics.json"))) == 1

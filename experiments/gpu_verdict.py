@@ -1,0 +1,155 @@
+"""The GPU check's verdict: FastGPU's sweep points against the plain loop of the same call, and the figures a
+user acts on against what they must read. Writes verdict.json and verdict.md; exits 1 when a check fails.
+
+    python experiments/gpu_verdict.py RESULTS_DIR [--tests-exit N] [--advisory]
+
+Checks (enforced on CUDA; `--advisory` — the CPU fallback — records the speed, data-share and energy checks
+without failing on them):
+- every sweep point finished (status ok) and the cuda tests passed;
+- FastGPU / plain >= 0.97 on every setting both ran;
+- bf16 + channels_last >= 4x fp32 (FastGPU's own report);
+- no `export_error` in any point;
+- the data share of device-resident data <= 5%;
+- the compile point's steady energy per sample within 20% of eager bf16 + channels_last's.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MIN_RATIO, MIN_BF16_CL_SPEEDUP, MAX_RESIDENT_DATA_SHARE, ENERGY_TOLERANCE = 0.97, 4.0, 0.05, 0.20
+
+
+def setting_key(precision: str, channels_last: bool, compile_: bool) -> str:
+    return precision + (",cl" if channels_last else "") + (",compile" if compile_ else "")
+
+
+def load_points(sweep_dir: Path) -> list:
+    points = []
+    for d in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
+        points.append({"point": int(d.name), **metrics})
+    return points
+
+
+def point_key(m: dict) -> str:
+    return setting_key(m.get("precision_mode") or "?", bool(m.get("channels_last")), bool(m.get("compile")))
+
+
+def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool) -> dict:
+    plain = {setting_key(r["precision"], r["channels_last"], r["compile"]): r for r in plain_rows}
+    rows, checks = [], []
+
+    def check(name, passed, detail, enforced=True):
+        checks.append({"check": name, "passed": bool(passed), "enforced": enforced, "detail": detail})
+
+    for m in points:
+        key = point_key(m)
+        p = plain.get(key, {})
+        ratio = m["throughput"] / p["samples_per_s"] if m.get("throughput") and p.get("samples_per_s") else None
+        rows.append(
+            {
+                "setting": key,
+                "status": m.get("status", "missing"),
+                "fastgpu": m.get("throughput"),
+                "plain": p.get("samples_per_s"),
+                "ratio": ratio,
+                "data_share": m.get("data_time_share"),
+                "energy_per_sample_j": m.get("energy_per_sample_j"),
+                "gpu_util": m.get("mean_gpu_util_percent"),
+                "export_error": m.get("export_error"),
+                "error": m.get("error"),
+            }
+        )
+
+    bad = [f"{r['setting']}: {r['status']} ({r['error']})" for r in rows if r["status"] != "ok"]
+    check("every point finished", not bad and rows, "; ".join(bad) or f"{len(rows)} points ok")
+    check("cuda tests pass", tests_exit == 0, f"pytest exit code {tests_exit}")
+    slow = [f"{r['setting']} {r['ratio']:.3f}" for r in rows if r["ratio"] is not None and r["ratio"] < MIN_RATIO]
+    compared = [r for r in rows if r["ratio"] is not None]
+    check(
+        f"FastGPU / plain >= {MIN_RATIO}",
+        compared and not slow,
+        "; ".join(slow)
+        or f"min {min((r['ratio'] for r in compared), default=float('nan')):.3f} over {len(compared)} settings",
+        speed_enforced,
+    )
+    by_key = {r["setting"]: r for r in rows if r["status"] == "ok"}
+    fp32, bf16_cl = by_key.get("fp32", {}).get("fastgpu"), by_key.get("bf16,cl", {}).get("fastgpu")
+    speedup = bf16_cl / fp32 if fp32 and bf16_cl else None
+    check(
+        f"bf16 + channels_last >= {MIN_BF16_CL_SPEEDUP}x fp32",
+        speedup is not None and speedup >= MIN_BF16_CL_SPEEDUP,
+        f"{speedup:.2f}x" if speedup else "a point is missing",
+        speed_enforced,
+    )
+    exports = [f"{r['setting']}: {r['export_error']}" for r in rows if r["export_error"]]
+    check("no export_error", not exports, "; ".join(exports) or "none")
+    shares = [r["data_share"] for r in rows if r["data_share"] is not None]
+    check(
+        f"device-resident data share <= {MAX_RESIDENT_DATA_SHARE:.0%}",
+        shares and max(shares) <= MAX_RESIDENT_DATA_SHARE,
+        f"max {max(shares):.3f}" if shares else "no data share recorded",
+        speed_enforced,
+    )
+    eager, compiled = (by_key.get(k, {}).get("energy_per_sample_j") for k in ("bf16,cl", "bf16,cl,compile"))
+    if eager and compiled:
+        check(
+            f"compile energy/sample within {ENERGY_TOLERANCE:.0%} of eager bf16+cl",
+            abs(compiled / eager - 1) <= ENERGY_TOLERANCE,
+            f"{compiled:.4f} vs {eager:.4f} J/sample",
+        )
+    else:
+        check(
+            "compile energy/sample within 20% of eager bf16+cl",
+            not speed_enforced,
+            "no energy counter (or a point missing)",
+            speed_enforced,
+        )
+    passed = all(c["passed"] for c in checks if c["enforced"])
+    return {"passed": passed, "checks": checks, "rows": rows, "bf16_cl_speedup": speedup}
+
+
+def markdown(verdict: dict, device: str) -> str:
+    lines = [
+        f"# GPU check verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({device})",
+        "",
+        "| setting | status | FastGPU img/s | plain img/s | FastGPU / plain | data share | J/sample | GPU util % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    for r in verdict["rows"]:
+        lines.append(
+            f"| {r['setting']} | {r['status']} | {fmt(r['fastgpu'], ',.0f')} | {fmt(r['plain'], ',.0f')} | "
+            f"{fmt(r['ratio'], '.3f')} | {fmt(r['data_share'], '.3f')} | "
+            f"{fmt(r['energy_per_sample_j'], '.4f')} | {fmt(r['gpu_util'], '.0f')} |"
+        )
+    lines += ["", "| check | result | detail |", "|---|---|---|"]
+    for c in verdict["checks"]:
+        result = ("pass" if c["passed"] else "FAIL") + ("" if c["enforced"] else " (advisory)")
+        lines.append(f"| {c['check']} | {result} | {c['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir")
+    parser.add_argument("--tests-exit", type=int, default=0, help="exit code of the cuda tests (0: passed or not run)")
+    parser.add_argument("--advisory", action="store_true", help="record the speed checks without failing on them")
+    args = parser.parse_args(argv)
+    results = Path(args.results_dir)
+    plain = json.loads((results / "plain_loop.json").read_text()) if (results / "plain_loop.json").exists() else {}
+    verdict = judge(load_points(results / "sweep"), plain.get("rows", []), args.tests_exit, not args.advisory)
+    verdict["device"] = plain.get("device", "unknown")
+    (results / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
+    (results / "verdict.md").write_text(markdown(verdict, verdict["device"]))
+    print(markdown(verdict, verdict["device"]))
+    return 0 if verdict["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""One training step and one evaluation pass: the only places a model is run forward (training loop,
+evaluation, fine-tuning after compression all come here).
+
+As in nanoGPT, the GradScaler is always there and `enabled` only for fp16, so the step has no branch.
+"""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from fastgpu.parallel import all_reduce
+
+
+def forward_loss(model, x, y, autocast):
+    with autocast():
+        return F.cross_entropy(model(x), y)
+
+
+def train_step(model, x, y, optimizer, scaler, autocast, scaler_sync=contextlib.nullcontext):
+    """Forward, backward and update; returns the loss, still on the device.
+
+    `scaler_sync` wraps GradScaler.step, the one call that reads the device every step under fp16 (it
+    skips the update when a gradient overflowed); the meter allows that sync there and nowhere else.
+    """
+    loss = forward_loss(model, x, y, autocast)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    with scaler_sync():
+        scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model, loader, autocast, device, memory_format, collection) -> dict:
+    """Loss and metrics over `loader` (synchronised across ranks); leaves the model in eval mode."""
+    try:
+        model.eval()
+    except NotImplementedError:  # an exported (quantised) program is in eval mode already
+        pass
+    collection.reset()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    for x, y in loader:
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with autocast():
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        count += y.numel()
+        collection.update(logits, y)
+    results = {k: float(v) for k, v in collection.compute().items()}
+    loss_total, n = all_reduce([float(loss_sum), float(count)])
+    results["loss"] = loss_total / max(n, 1)
+    return results

@@ -1,0 +1,63 @@
+"""The GPU check judges: experiments/gpu_verdict.py fails on each wrong figure the issue lists."""
+
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "experiments"))
+from gpu_verdict import judge  # noqa: E402
+
+SETTINGS = [("fp32", False, False, 900), ("bf16", True, False, 4600), ("bf16", True, True, 6400)]
+
+
+def points_and_plain(**changes):
+    points, plain = [], []
+    for precision, cl, compiled, speed in SETTINGS:
+        points.append(
+            {
+                "status": "ok",
+                "precision_mode": precision,
+                "channels_last": cl,
+                "compile": compiled,
+                "throughput": speed,
+                "data_time_share": 0.01,
+                "energy_per_sample_j": 0.15 if cl else 0.7,
+            }
+        )
+        plain.append({"precision": precision, "channels_last": cl, "compile": compiled, "samples_per_s": speed})
+    for key, value in changes.items():
+        index, field = key.split("__")
+        points[int(index)][field] = value
+    return points, plain
+
+
+def failed(verdict):
+    return {c["check"] for c in verdict["checks"] if not c["passed"]}
+
+
+def test_a_healthy_run_passes():
+    verdict = judge(*points_and_plain(), tests_exit=0, speed_enforced=True)
+    assert verdict["passed"] and not failed(verdict) and verdict["bf16_cl_speedup"] == pytest.approx(4600 / 900)
+
+
+@pytest.mark.parametrize(
+    "changes, check",
+    [
+        ({"1__throughput": 4400}, "FastGPU / plain >= 0.97"),  # 0.957x the plain loop
+        ({"0__throughput": 1200}, "bf16 + channels_last >= 4.0x fp32"),
+        ({"1__export_error": "UserError: Constraints violated (batch)!"}, "no export_error"),
+        ({"0__data_time_share": 0.64}, "device-resident data share <= 5%"),
+        ({"2__energy_per_sample_j": 0.537}, "compile energy/sample within 20% of eager bf16+cl"),
+        ({"2__status": "failed"}, "every point finished"),
+    ],
+)
+def test_each_wrong_figure_fails_the_verdict(changes, check):
+    verdict = judge(*points_and_plain(**changes), tests_exit=0, speed_enforced=True)
+    assert not verdict["passed"] and check in failed(verdict)
+
+
+def test_failed_cuda_tests_fail_it_and_the_cpu_fallback_only_advises_on_speed():
+    assert not judge(*points_and_plain(), tests_exit=1, speed_enforced=True)["passed"]
+    advisory = judge(*points_and_plain(**{"1__throughput": 4000}), tests_exit=0, speed_enforced=False)
+    assert advisory["passed"] and "FastGPU / plain >= 0.97" in failed(advisory)

@@ -1,0 +1,192 @@
+"""The meter's windows against known answers: a fake clock and a fake energy counter with a known power
+trace drive the real RunMeter, so every figure has an exact expected value."""
+
+import time
+
+import pytest
+import torch
+from conftest import compose_cfg
+
+from fastgpu.data import DeviceBatches, build_data
+from fastgpu.errors import FastGPUError
+from fastgpu.launch import launch
+from fastgpu.meter import RunMeter, StepClock
+from fastgpu.parallel import all_reduce
+
+CPU = torch.device("cpu")
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, seconds):
+        self.t += seconds
+
+
+class FakeMonitor:
+    """An energy counter integrating a power that the test sets, and samples taken when the test says."""
+
+    def __init__(self, clock):
+        self.clock, self.t0, self.power, self.samples = clock, clock.t, 0.0, []
+        self._energy, self._last = 0.0, clock.t
+
+    def energy_j(self):
+        self._energy += self.power * (self.clock.t - self._last)
+        self._last = self.clock.t
+        return self._energy
+
+    def run(self, seconds, power, util):
+        """Advance time at a constant power; one sample in the middle."""
+        self.energy_j()
+        self.power = power
+        self.samples.append(
+            {
+                "system/time_s": self.clock.t + seconds / 2 - self.t0,
+                "system/gpu_util_percent": util,
+                "system/gpu_power_w": power,
+                "system/cpu_percent": util,
+            }
+        )
+        self.clock.advance(seconds)
+
+
+def run_epochs(meter, monitor, clock, epochs, steps, data_s, step_s, power_of_step, eval_s=5.0):
+    def loader():  # the device waits `data_s` for each batch
+        for _ in range(steps):
+            if data_s:
+                monitor.run(data_s, power_of_step(meter.steps_done), util=10)
+            yield None
+
+    for _ in range(epochs):
+        for _ in meter.batches(loader(), lambda b: b):
+            monitor.run(step_s, power_of_step(meter.steps_done), util=90)
+            meter.step_end()
+        meter.epoch_end()
+        with meter.evaluating():
+            monitor.run(eval_s, 1000.0, util=50)  # evaluation: excluded from every training figure
+
+
+def test_windows_exclude_warmup_and_evaluation_and_give_the_known_energy():
+    clock = FakeClock()
+    monitor = FakeMonitor(clock)
+    meter = RunMeter(CPU, warmup_steps=3, monitor=monitor, now=clock)
+
+    def power(step):
+        return 400.0 if step < 3 else 100.0  # compilation burns 400 W, the steady steps 100 W
+
+    run_epochs(meter, monitor, clock, epochs=2, steps=5, data_s=0.5, step_s=1.5, power_of_step=power)
+    out = meter.summary(batch_size=8, world_size=1, reduce=all_reduce, samples=monitor.samples)
+
+    assert meter.state.step_times == pytest.approx([2.0] * 10)
+    assert out["timed_steps"] == 7 and out["warmup_steps"] == 3
+    assert out["throughput"] == pytest.approx(8 / 2.0)
+    assert out["data_time_share"] == pytest.approx(0.25)  # 0.5 s of every 2 s step waits for data
+    assert out["energy_j"] == pytest.approx(7 * 2.0 * 100.0)  # the 7 steady steps at 100 W, nothing else
+    assert out["energy_per_sample_j"] == pytest.approx(100.0 * 2.0 / 8)
+    assert out["warmup_energy_j"] == pytest.approx(3 * 2.0 * 400.0)
+    assert out["mean_gpu_power_w"] == pytest.approx(100.0)
+    assert out["mean_gpu_util_percent"] == pytest.approx(50.0)  # (10 + 90) / 2 over steady samples only
+    assert out["eval_time_s"] == pytest.approx(10.0) and out["train_time_s"] == pytest.approx(20.0)
+    assert out["warmup_time_s"] == pytest.approx(6.0)
+
+
+def test_ranks_sum_energy_and_average_utilisation():
+    clock = FakeClock()
+    monitor = FakeMonitor(clock)
+    meter = RunMeter(CPU, warmup_steps=0, monitor=monitor, now=clock)
+    run_epochs(meter, monitor, clock, epochs=1, steps=4, data_s=0.0, step_s=1.0, power_of_step=lambda s: 200.0)
+    other_rank = {"sum": [16, 400.0, 1.0, 30.0, 1.0, 0.0], "max": [8.0, 8.0]}  # rank 1: 16 samples, 400 J, 30 %
+
+    def reduce(values, op):
+        return (
+            [a + b for a, b in zip(values, other_rank[op])]
+            if op == "sum"
+            else [max(a, b) for a, b in zip(values, other_rank[op])]
+        )
+
+    out = meter.summary(batch_size=4, world_size=2, reduce=reduce, samples=monitor.samples)
+    assert out["energy_j"] == pytest.approx(4 * 200.0 + 400.0)
+    assert out["energy_per_sample_j"] == pytest.approx(1200.0 / 32)
+    assert out["mean_gpu_util_percent"] == pytest.approx((90.0 + 30.0) / 2)
+    assert out["throughput"] == pytest.approx(32 / 8.0)  # all samples over the slowest rank's time
+
+
+def test_data_share_reads_high_for_a_slow_loader_and_low_for_data_in_memory():
+    def share(fetch_s, compute_s):
+        meter = RunMeter(CPU, warmup_steps=1, monitor=None)
+
+        def slow_batches():
+            for _ in range(6):
+                time.sleep(fetch_s)
+                yield torch.ones(4)
+
+        for _ in meter.batches(slow_batches(), lambda b: b):
+            time.sleep(compute_s)
+            meter.step_end()
+        meter.epoch_end()
+        return meter.summary(4, 1, all_reduce, [])["data_time_share"]
+
+    assert share(fetch_s=0.05, compute_s=0.0) > 0.8
+    assert share(fetch_s=0.0, compute_s=0.05) < 0.2
+
+
+def test_step_clock_pairs_ready_and_end_marks():
+    clock = FakeClock()
+    steps = StepClock(CPU, now=clock)
+    steps.start()
+    for data_s, compute_s in [(1, 2), (3, 4)]:
+        clock.advance(data_s)
+        steps.ready()
+        clock.advance(compute_s)
+        steps.step()
+    assert steps.collect() == ([3, 7], [1, 3])
+    clock.advance(1)
+    steps.step()  # no ready mark (a loop without a loader): the whole step counts as compute
+    assert steps.collect() == ([1], [0.0])
+
+
+def test_unknown_sync_debug_mode_is_one_line():
+    with pytest.raises(FastGPUError, match="trainer.sync_debug='loud' is not known; use one of off, warn, error"):
+        RunMeter(CPU, 1, None, sync_debug="loud")
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_device_batches_match_the_dataloader_and_resume_mid_epoch(drop_last):
+    cfg = compose_cfg(
+        "data=synthetic",
+        "data.train_samples=50",
+        "data.val_samples=8",
+        "data.batch_size=8",
+        f"data.drop_last={str(drop_last).lower()}",
+    ).data
+    data = build_data(cfg, seed=3)
+    train_set = data.train.dataset
+    resident = DeviceBatches(train_set, data.train_sampler, cfg.batch_size, drop_last)
+    for skip in (0, 16):
+        data.train_sampler.set_epoch(2, skip=skip)
+        expected = list(data.train)
+        got = list(resident)
+        assert len(got) == len(expected) == len(resident)
+        for (x, y), (ex, ey) in zip(got, expected):
+            assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_run_records_the_defined_windows(tmp_path, quiet_wandb):
+    cfg = compose_cfg(
+        "trainer.max_steps=40",
+        "trainer.warmup_steps=10",
+        "trainer.log_every_n_steps=10",
+        "trainer.progress_bar=false",
+        "trainer.checkpoint=false",
+        "export=[]",
+        "inference.benchmark=false",
+    )
+    metrics = launch(cfg, tmp_path)
+    assert metrics["warmup_steps"] == 10 and metrics["timed_steps"] == 30
+    assert metrics["train_time_s"] == pytest.approx(metrics["warmup_time_s"] + 30 * 64 / metrics["throughput"])
+    assert 0 <= metrics["data_time_share"] < 0.5  # digits in memory: the step is compute
+    assert "energy_j" not in metrics  # no energy counter on a CPU

@@ -1,0 +1,110 @@
+"""Data parallelism that is really parallel: real gloo process groups, FastGPU's own wrapping and step.
+
+DDP: after training, every rank holds the same parameters, equal to one process trained on the same global
+batch. FSDP: parameters are sharded DTensors, and training matches one process too. A one-process request
+is recorded as what it is: no wrapper.
+"""
+
+import contextlib
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import compose_cfg
+
+from fastgpu.launch import launch
+from fastgpu.models import build_model
+from fastgpu.parallel import free_port, wrap_model
+from fastgpu.step import train_step
+
+GLOBAL_BATCH, STEPS = 8, 5
+
+
+def _batches():
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        yield (
+            torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=generator),
+            torch.randint(0, 10, (GLOBAL_BATCH,), generator=generator),
+        )
+
+
+def _train(strategy: str, rank: int = 0, world: int = 1):
+    """Train the mlp on this rank's share of the global batches; return (model, what it was wrapped in)."""
+    cfg = compose_cfg("model=mlp")
+    torch.manual_seed(0)
+    model, wrapped = wrap_model(build_model(cfg.model, cfg.data), strategy, torch.device("cpu"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    share = GLOBAL_BATCH // world
+    for x, y in _batches():
+        rows = slice(rank * share, (rank + 1) * share)
+        train_step(model, x[rows], y[rows], optimizer, scaler, contextlib.nullcontext)
+    return model, wrapped
+
+
+def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model, wrapped = _train(strategy, rank, world)
+        from torch.distributed.tensor import DTensor
+
+        record = {"wrapped": wrapped, "params": {}, "sharded": {}}
+        for name, p in model.named_parameters():
+            name = name.removeprefix("module.")
+            if isinstance(p, DTensor):
+                record["sharded"][name] = (p.to_local().numel(), p.numel())
+                p = p.full_tensor()  # a collective: every rank gathers
+            record["params"][name] = p.detach().clone()
+        torch.save(record, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _spawn(strategy: str, tmp_path) -> list:
+    mp.spawn(_worker, args=(2, free_port(), strategy, str(tmp_path)), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stay_identical_and_match_one_process_on_the_global_batch(tmp_path):
+    ranks = _spawn("ddp", tmp_path)
+    single, wrapped = _train("none")
+    assert wrapped == "none" and all(r["wrapped"] == "ddp" for r in ranks)
+    for name, p in single.named_parameters():
+        assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name  # replicas identical
+        assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name  # gradients were averaged
+    torch.manual_seed(0)
+    initial = dict(build_model(compose_cfg("model=mlp").model, compose_cfg().data).named_parameters())
+    assert not any(torch.allclose(initial[name], p) for name, p in single.named_parameters())  # it trained
+
+
+@pytest.mark.slow
+def test_fsdp_shards_parameters_as_dtensors_and_trains_like_one_process(tmp_path):
+    ranks = _spawn("fsdp", tmp_path)
+    single, _ = _train("none")
+    assert all(r["wrapped"] == "fsdp" for r in ranks)
+    for name, p in single.named_parameters():
+        local, full = ranks[0]["sharded"][name]
+        assert local + ranks[1]["sharded"][name][0] == full == p.numel()  # each rank holds its shard only
+        assert local < full
+        assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name
+
+
+def test_a_one_process_ddp_request_is_recorded_as_unwrapped(tmp_path, quiet_wandb):
+    cfg = compose_cfg(
+        "parallel=ddp",
+        "parallel.nproc_per_node=1",
+        "trainer.max_steps=3",
+        "trainer.progress_bar=false",
+        "trainer.checkpoint=false",
+        "export=[]",
+        "inference.benchmark=false",
+    )
+    metrics = launch(cfg, tmp_path)
+    assert metrics["parallel"] == "none" and metrics["parallel_requested"] == "ddp"
