@@ -60,11 +60,11 @@ COMMON=(trainer.max_steps=$STEPS trainer.warmup_steps=$WARMUP trainer.eval_every
         trainer.log_every_n_steps=10 trainer.progress_bar=false trainer.checkpoint=false trainer.monitor_interval_s=0.2
         trainer.sync_debug=error inference.benchmark=false export=[])
 
-TESTS_EXIT=0
+TESTS=()
 if [ "$DEVICE" = cuda ] && [ -z "${SKIP_TESTS:-}" ]; then
   say "cuda tests"
   timeout 240 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -rs -p no:cacheprovider > "$RESULTS_DIR/cuda_tests.log" 2>&1
-  TESTS_EXIT=$?
+  TESTS=(--tests-exit $?)
   tail -n 15 "$RESULTS_DIR/cuda_tests.log" | tee -a "$LOG"
 fi
 
@@ -107,7 +107,7 @@ if [ -n "${OVERHEAD:-}" ]; then
 fi
 
 say "verdict"
-"$PYTHON" experiments/gpu_verdict.py "$RESULTS_DIR" --tests-exit "$TESTS_EXIT" "${VERDICT_MODE[@]}" 2>&1 | tee -a "$LOG"
+"$PYTHON" experiments/gpu_verdict.py "$RESULTS_DIR" "${TESTS[@]}" "${VERDICT_MODE[@]}" 2>&1 | tee -a "$LOG"
 verdict=${PIPESTATUS[0]}
 say "done: $RESULTS_DIR (verdict exit $verdict)"
 exit "$verdict"
