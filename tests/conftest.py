@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +38,38 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 @pytest.fixture
 def quiet_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+def _leet(*args) -> str:
+    """`wandb leet inspect ARGS` (wandb's own reader of the .wandb transaction log)."""
+    wandb = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+    return subprocess.run([wandb, "leet", "inspect", *args], capture_output=True, text=True, check=True).stdout
+
+
+def read_offline_run(run_dir) -> dict:
+    """{'id', 'name', 'group', 'job_type', 'tags', 'project', 'config', 'summary', 'history'} of one offline run,
+    read with wandb's own `wandb leet inspect --json`."""
+    state = json.loads(_leet("--summary", "--json", str(run_dir)))
+    records = [json.loads(line) for line in _leet("--json", str(run_dir)).splitlines() if line.strip()]
+    info = next(r["run"] for r in records if r["type"] == "run")
+    history = [
+        {k: v for k, v in r["history"]["item"].items() if not k.startswith("_")}
+        for r in records
+        if r["type"] == "history"
+    ]
+    return {
+        "id": state["run_id"],
+        "name": state["name"],
+        "group": info.get("run_group", ""),
+        "job_type": info.get("job_type", ""),
+        "tags": state["tags"],
+        "project": state["project"],
+        "config": state["config"],
+        "summary": state["summary"],
+        "history": history,
+    }
+
+
+def offline_runs(root) -> list:
+    """Every offline run under `root` (a run dir or a sweep dir), read back."""
+    return [read_offline_run(d) for d in sorted(Path(root).rglob("offline-run-*")) if d.is_dir()]

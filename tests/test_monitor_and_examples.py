@@ -9,13 +9,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, compose_cfg
+from conftest import REPO, compose_cfg, offline_runs
 from PIL import Image
 
 from fastgpu.launch import launch
 from fastgpu.monitor import ResourceMonitor
 from fastgpu.results import read_history
-from fastgpu.wandb_offline import offline_runs
 
 
 def test_monitor_samples_cpu_and_rss_in_the_background():

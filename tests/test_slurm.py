@@ -8,11 +8,10 @@ import subprocess
 import time
 
 import pytest
-from conftest import IN_CI, REPO, run_cli
+from conftest import IN_CI, REPO, offline_runs, run_cli
 
 from fastgpu.results import read_history, read_metrics
 from fastgpu.status import point_states, slurm_accounting
-from fastgpu.wandb_offline import offline_runs
 
 FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
 SLURM = [

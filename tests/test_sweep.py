@@ -5,14 +5,13 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, offline_runs, run_cli
 from matplotlib.image import imread
 
 from fastgpu.launch import failure_record
 from fastgpu.report import main as report_main
 from fastgpu.results import read_metrics
 from fastgpu.sweep import point_name
-from fastgpu.wandb_offline import offline_runs
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 TINY = ["trainer.epochs=2", "trainer.progress_bar=false"]

@@ -5,11 +5,10 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, offline_runs, run_cli
 
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import read_history, read_metrics
-from fastgpu.wandb_offline import offline_runs
 
 
 def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
