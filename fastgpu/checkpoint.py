@@ -7,6 +7,7 @@ lines were written, and the W&B run id (so the resumed run continues the same W&
 
 import hashlib
 import json
+import os
 import random
 import signal
 from dataclasses import asdict, dataclass, field
@@ -16,8 +17,6 @@ from typing import Optional
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-
-from fastgpu.results import save_checkpoint
 
 PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
@@ -69,6 +68,13 @@ def restore_rng(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def save_state(
@@ -132,24 +138,16 @@ def load_state(state: dict, model, optimizer, scheduler, scaler) -> Progress:
 
 
 class PreemptionWatch:
-    """Turns SIGUSR1/SIGUSR2/SIGTERM (Slurm's pre-timeout and preemption signals, a kill) into a flag the
-    train loop reads once per step; after the loop saved its state it hands the signal on to whoever
-    handled it before (submitit requeues the job there)."""
-
-    active = None  # the watch of the run in progress in this process
+    """`with PreemptionWatch() as watch:` turns SIGUSR1, SIGUSR2 and SIGTERM (Slurm's pre-timeout and
+    preemption signals, a kill) into a flag the train loop reads once per step. On leaving the block the
+    previous handlers are back; after the run saved its state, `hand_on()` calls the one that handled the
+    received signal before (submitit requeues the job there)."""
 
     def __init__(self):
         self.signum = None
         self._previous = {}
 
-    @classmethod
-    def release_active(cls) -> None:
-        """Give the signals back (a run that failed otherwise than by a signal leaves its watch behind)."""
-        if cls.active is not None:
-            cls.active.__exit__()
-
     def __enter__(self):
-        PreemptionWatch.active = self
         for signum in PREEMPTION_SIGNALS:
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -164,18 +162,14 @@ class PreemptionWatch:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
     def hand_on(self) -> bool:
         """Call the previous handler of the received signal; True if there was one to call."""
         previous = self._previous.get(self.signum)
-        self.__exit__()
         if callable(previous):
             previous(self.signum, None)
             return True
         return False
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-        if PreemptionWatch.active is self:
-            PreemptionWatch.active = None

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from fastgpu.errors import FastGPUError
+from fastgpu.errors import FastGPUError, choose
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,10 +56,7 @@ class ResumableSampler(Sampler):
 
 
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
-    builders = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
-    if cfg.name not in builders:
-        raise FastGPUError(f"data.name={cfg.name!r} is not known; use one of {sorted(builders)}")
-    train_set, val_set = builders[cfg.name](cfg, seed)
+    train_set, val_set = choose(DATASETS, "data.name", cfg.name)(cfg, seed)
     if isinstance(train_set, TensorDataset):
         if cfg.device_resident and device is not None:
             if cfg.num_workers or cfg.pin_memory:
@@ -159,6 +156,9 @@ def _imagefolder(cfg, seed):
             f"set data.num_classes={len(train_set.classes)}"
         )
     return train_set, val_set
+
+
+DATASETS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
 
 
 def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):

@@ -12,6 +12,14 @@ def described(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"[:limit]
 
 
+def choose(table: dict, key: str, name: str):
+    """`table[name]`: FastGPU's one way of picking a component by name (models, data, precision, parallel
+    strategies, compression methods). An unknown name is one line listing the known ones."""
+    if name not in table:
+        raise FastGPUError(f"{key}={name!r} is not known; use one of {', '.join(sorted(table))}")
+    return table[name]
+
+
 class FastGPUError(Exception):
     """A configuration or environment problem; printed as one line, no traceback."""
 

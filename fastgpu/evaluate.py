@@ -15,7 +15,7 @@ import torch
 import torchao.quantization.pt2e  # noqa: E402,F401  registers the int8 ops quantised programs use
 from omegaconf import OmegaConf
 
-from fastgpu import compression  # noqa: F401  (quiets torchao's import)
+from fastgpu import quantize  # noqa: F401  (registers torchao's int8 ops, quiets its import)
 from fastgpu.data import build_data
 from fastgpu.deploy import MODEL_FILE
 from fastgpu.metrics import eval_metrics

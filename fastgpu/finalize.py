@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from fastgpu import compression as C
-from fastgpu import deploy
+from fastgpu import deploy, quantize
 from fastgpu.data import build_data
 from fastgpu.errors import described
 from fastgpu.metrics import eval_metrics
@@ -84,7 +84,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         after = {**C.sparsity(deployed), **{k: val_after[k] for k in QUALITY}, "val_loss": val_after["loss"]}
         after.update(_measure(deployed, batch, target, autocast, cfg, ccfg.compile_inference))
         if ccfg.name in C.INT8_CPU:
-            result.update(C.quantized_weight_bytes(deployed))
+            result.update(quantize.quantized_weight_bytes(deployed))
             if result["quantized_weight_bytes_after"]:
                 before_bytes, after_bytes = (
                     result["quantized_weight_bytes_before"],

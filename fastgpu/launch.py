@@ -12,16 +12,15 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
-from fastgpu.checkpoint import PreemptionWatch
 from fastgpu.errors import FastGPUError, first_line
 from fastgpu.parallel import DistEnv, external_launcher_env, free_port
 from fastgpu.results import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
 
 
 def _run_rank(cfg, out_dir: Path, env: DistEnv) -> dict:
-    from fastgpu.train import train
+    from fastgpu.run import run
 
-    return train(cfg, out_dir, env)
+    return run(cfg, out_dir, env)
 
 
 def _spawned_worker(local_rank: int, cfg, out_dir: Path, nproc: int, port: int) -> None:
@@ -88,7 +87,6 @@ def launch(cfg, out_dir: Path) -> dict:
             if "SLURM_JOB_ID" in os.environ:
                 # a Slurm job being requeued or cancelled: leave no result behind, the requeued run resumes
                 sys.exit(-1)
-        PreemptionWatch.release_active()
         raise RunFailed(record) from exc
     if not (out_dir / METRICS_FILE).exists():  # a non-zero rank under torchrun/srun
         return {}

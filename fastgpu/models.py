@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from fastgpu.errors import FastGPUError
+from fastgpu.errors import FastGPUError, choose
 
 
 class ResidualBlock(nn.Module):
@@ -39,8 +39,12 @@ class SmallCNN(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def _mlp(cfg, in_features: int, num_classes: int) -> nn.Module:
-    layers, width = [nn.Flatten()], in_features
+def _small_cnn(cfg, channels: int, image_size: int, num_classes: int) -> nn.Module:
+    return SmallCNN(channels, num_classes, cfg.width)
+
+
+def _mlp(cfg, channels: int, image_size: int, num_classes: int) -> nn.Module:
+    layers, width = [nn.Flatten()], channels * image_size * image_size
     for hidden in cfg.hidden_dims:
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         if cfg.dropout > 0:
@@ -63,15 +67,12 @@ def _resnet(cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Modu
     return model
 
 
+MODELS = {"small_cnn": _small_cnn, "resnet18": _resnet, "resnet50": _resnet, "mlp": _mlp}
+
+
 def build_model(cfg, data_cfg) -> nn.Module:
-    channels, size, classes = data_cfg.channels, data_cfg.image_size, data_cfg.num_classes
-    if cfg.name == "small_cnn":
-        return SmallCNN(channels, classes, cfg.width)
-    if cfg.name in ("resnet18", "resnet50"):
-        return _resnet(cfg, channels, size, classes)
-    if cfg.name == "mlp":
-        return _mlp(cfg, channels * size * size, classes)
-    raise FastGPUError(f"model.name={cfg.name!r} is not known; use small_cnn, resnet18, resnet50 or mlp")
+    """model.name's builder, called with (cfg, channels, image_size, num_classes) from the data config."""
+    return choose(MODELS, "model.name", cfg.name)(cfg, data_cfg.channels, data_cfg.image_size, data_cfg.num_classes)
 
 
 def model_stats(model: nn.Module) -> dict:

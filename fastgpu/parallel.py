@@ -9,9 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastgpu.errors import FastGPUError
-
-STRATEGIES = ("none", "ddp", "fsdp")
+from fastgpu.errors import choose
 
 
 @dataclass
@@ -78,23 +76,29 @@ def shutdown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple:
-    """(model, what it was really wrapped in): 'none' when there is no process group to wrap over (a
-    one-process ddp/fsdp request trains the bare model, and is recorded as such)."""
-    if strategy not in STRATEGIES:
-        raise FastGPUError(f"parallel.strategy={strategy!r} is not known; use one of {', '.join(STRATEGIES)}")
-    if strategy == "none" or not dist.is_initialized():
-        return model, "none"
-    if strategy == "ddp":
-        device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), "ddp"
+def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _fsdp(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     for child in model.children():
         if any(p.requires_grad for p in child.parameters()):
             fully_shard(child)
-    fully_shard(model)
-    return model, "fsdp"
+    return fully_shard(model)
+
+
+STRATEGIES = {"none": None, "ddp": _ddp, "fsdp": _fsdp}
+
+
+def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple:
+    """(model, what it was really wrapped in): 'none' when there is no process group to wrap over (a
+    one-process ddp/fsdp request trains the bare model, and is recorded as such)."""
+    wrap = choose(STRATEGIES, "parallel.strategy", strategy)
+    if wrap is None or not dist.is_initialized():
+        return model, "none"
+    return wrap(model, device), strategy
 
 
 @torch.no_grad()

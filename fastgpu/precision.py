@@ -6,9 +6,9 @@ from typing import Optional
 
 import torch
 
-from fastgpu.errors import FastGPUError
+from fastgpu.errors import FastGPUError, choose
 
-MODES = ("fp32", "tf32", "bf16", "fp16")
+MODES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
 
 
 @dataclass
@@ -43,8 +43,7 @@ def unsupported_reason(name: str, device: torch.device) -> Optional[str]:
 
 def build_precision(cfg, device: torch.device) -> Precision:
     name = cfg.name
-    if name not in MODES:
-        raise FastGPUError(f"precision={name!r} is not known; use one of {', '.join(MODES)}")
+    choose(MODES, "precision", name)
     reason = unsupported_reason(name, device)
     if reason:
         if cfg.fallback is None:
@@ -57,6 +56,6 @@ def build_precision(cfg, device: torch.device) -> Precision:
         tf32 = name == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+    dtype = MODES[name]
     scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
     return Precision(name, cfg.name, dtype, scaler, device.type)

@@ -13,55 +13,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fastgpu.figures import BY_KEY, csv_keys, report_columns, show
+from fastgpu.plots import write_plots
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
 
-COLUMNS = [
-    "point",
-    "name",
-    "overrides",
-    "status",
-    "error",
-    "throughput",
-    "speedup",
-    "step_time_p50_ms",
-    "step_time_p90_ms",
-    "accuracy",
-    "accuracy_delta",
-    "precision",
-    "recall",
-    "f1",
-    "peak_memory_mb",
-    "memory_ratio",
-    "time_to_target_s",
-    "model_size_mb",
-    "params",
-    "warmup_time_s",
-    "mean_cpu_percent",
-    "mean_gpu_util_percent",
-    "mean_gpu_power_w",
-    "energy_per_sample_j",
-    "energy_ratio",
-    "compression",
-    "deploy_device",
-    "accuracy_before",
-    "accuracy_after",
-    "f1_before",
-    "f1_after",
-    "sparsity",
-    "nonzero_params",
-    "serialized_bytes_before",
-    "serialized_bytes_after",
-    "size_ratio",
-    "latency_b1_ms_before",
-    "latency_b1_ms_after",
-    "latency_batch_ms_before",
-    "latency_batch_ms_after",
-    "latency_ratio",
-    "quantized_weight_ratio",
-    "structured_speedup",
-    "dir",
-]
-COMPRESSION_KEYS = COLUMNS[COLUMNS.index("compression") : -1]
+COLUMNS = ["point", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
+COMPRESSION_KEYS = [f.key for f in BY_KEY.values() if f.group == "compression"]
 BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
 
 
@@ -124,26 +81,7 @@ def build_rows(points: list, baseline) -> list:
             "dir": p["dir"],
             "peak_memory_mb": peak_memory_mb(m),
         }
-        for key in [
-            "throughput",
-            "step_time_p50_ms",
-            "step_time_p90_ms",
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "time_to_target_s",
-            "model_size_mb",
-            "params",
-            "warmup_time_s",
-            "mean_cpu_percent",
-            "mean_gpu_util_percent",
-            "mean_gpu_power_w",
-            "energy_per_sample_j",
-        ]:
-            row[key] = m.get(key)
-        for key in COMPRESSION_KEYS:
-            row[key] = m.get(key)
+        row.update({key: m.get(key) for key in COLUMNS if key not in row})
         row["speedup"] = _ratio(row["throughput"], base.get("throughput"))
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
         row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
@@ -191,161 +129,37 @@ def recommend(rows: list, tolerance: float) -> str:
     )
 
 
-def _fmt(value, spec="{:.3g}"):
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return spec.format(value)
-    return str(value)
-
-
-TABLE = [  # (header, row key, format)
-    ("point", "name", "{}"),
-    ("status", "status", "{}"),
-    ("samples/s", "throughput", "{:,.0f}"),
-    ("speed-up", "speedup", "{:.2f}x"),
-    ("step p50 ms", "step_time_p50_ms", "{:.2f}"),
-    ("step p90 ms", "step_time_p90_ms", "{:.2f}"),
-    ("accuracy", "accuracy", "{:.4f}"),
-    ("Δacc pts", "accuracy_delta", "{:+.2f}"),
-    ("F1", "f1", "{:.4f}"),
-    ("peak MB", "peak_memory_mb", "{:,.0f}"),
-    ("mem ratio", "memory_ratio", "{:.2f}x"),
-    ("time-to-acc s", "time_to_target_s", "{:.2f}"),
-    ("size MB", "model_size_mb", "{:.2f}"),
-    ("acc before", "accuracy_before", "{:.4f}"),
-    ("sparsity", "sparsity", "{:.2f}"),
-    ("size ratio", "size_ratio", "{:.2f}x"),
-    ("latency ratio", "latency_ratio", "{:.2f}x"),
-    ("latency on", "deploy_device", "{}"),
-    ("int8 weights", "quantized_weight_ratio", "{:.2f}x smaller"),
-    ("util %", "mean_gpu_util_percent", "{:.0f}"),
-    ("J/sample", "energy_per_sample_j", "{:.4f}"),
-    ("energy ratio", "energy_ratio", "{:.2f}x"),
-]
-
-
 def _columns(rows: list) -> list:
-    """The table's columns, less those no point has a value for (GPU columns on a CPU sweep) and the
-    before/after ones when no point was compressed."""
+    """The table's columns (the figures with a report header), less those no point has a value for (GPU
+    columns on a CPU sweep) and the compression ones when no point was compressed."""
     compressed = any(r.get("compression") not in (None, "none") for r in rows)
     return [
-        c
-        for c in TABLE
-        if c[1] in ("name", "status")
-        or (any(r.get(c[1]) is not None for r in rows) and (compressed or c[1] not in COMPRESSION_KEYS))
+        f
+        for f in report_columns()
+        if any(r.get(f.key) is not None for r in rows) and (compressed or f.group != "compression")
     ]
 
 
 def _cells(row, columns) -> list:
-    cells = []
-    for _, key, spec in columns:
-        value = row[key] * 100 if key == "accuracy_delta" and row[key] is not None else row[key]
-        cells.append(_fmt(value, spec))
-    if row["baseline"]:
-        cells[0] += " (baseline)"
-    return cells
+    name = row["name"] + (" (baseline)" if row["baseline"] else "")
+    return [name, str(row["status"])] + [show(f, row.get(f.key)) for f in columns]
 
 
 def markdown_table(rows: list) -> str:
     columns = _columns(rows)
-    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    headers = ["point", "status"] + [f.header for f in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def terminal_table(rows: list) -> str:
     columns = _columns(rows)
-    table = [[h for h, _, _ in columns]] + [_cells(r, columns) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    table = [["point", "status"] + [f.header for f in columns]] + [_cells(r, columns) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
     )
-
-
-def pareto_front(rows: list) -> list:
-    """Points no other point beats on both throughput and accuracy."""
-    ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r["accuracy"] is not None]
-    front = [
-        r
-        for r in ok
-        if not any(
-            o["throughput"] >= r["throughput"]
-            and o["accuracy"] >= r["accuracy"]
-            and (o["throughput"], o["accuracy"]) != (r["throughput"], r["accuracy"])
-            for o in ok
-        )
-    ]
-    return sorted(front, key=lambda r: r["throughput"])
-
-
-def write_plots(rows: list, points: list, out_dir: Path) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None]
-    paths = []
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in ok:
-        ax.scatter(r["throughput"], r["accuracy"], s=60, marker="*" if r["baseline"] else "o", zorder=3)
-        ax.annotate(r["name"], (r["throughput"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    front = pareto_front(rows)
-    if front:
-        ax.plot(
-            [r["throughput"] for r in front],
-            [r["accuracy"] for r in front],
-            "--",
-            color="gray",
-            label="Pareto front",
-            zorder=2,
-        )
-        ax.legend()
-    ax.set(xlabel="throughput (samples/s)", ylabel="validation accuracy", title="Throughput vs accuracy (★ baseline)")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "throughput_vs_accuracy.png"))
-
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(ok) + 1)))
-    names = [r["name"] for r in ok]
-    ax.barh(
-        names, [r["peak_memory_mb"] or 0 for r in ok], color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok]
-    )
-    kind = (
-        "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "process RSS"
-    )
-    ax.set(xlabel=f"peak memory (MB, {kind})", title="Peak memory per point (orange: baseline)")
-    ax.invert_yaxis()
-    paths.append(_save(fig, out_dir / "peak_memory.png"))
-
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for p in points:
-        name = p["metrics"].get("name") or str(p["point"])
-        train = [h for h in p["history"] if "train/loss" in h]
-        val = [h for h in p["history"] if "val/accuracy" in h]
-        if train:
-            loss_ax.plot([h["step"] for h in train], [h["train/loss"] for h in train], label=name)
-        if val:
-            acc_ax.plot([h["step"] for h in val], [h["val/accuracy"] for h in val], marker=".", label=name)
-    loss_ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
-    acc_ax.set(xlabel="step", ylabel="validation accuracy", title="Validation accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "training_curves.png"))
-    return paths
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01) -> dict:

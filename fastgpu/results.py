@@ -1,11 +1,12 @@
-"""A run's local record: metrics.json (final summary), history.jsonl (per log step / epoch), checkpoint.pt."""
+"""A run's local record: metrics.json (final summary) and history.jsonl (per log step / epoch). Torch-free, so
+the report and status commands start fast; checkpoint.pt is fastgpu/checkpoint.py's."""
 
 import json
 import math
 import os
 from pathlib import Path
 
-import torch
+from fastgpu.figures import ordered
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
@@ -26,7 +27,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:
-    clean = {k: _jsonable(v) for k, v in metrics.items()}
+    clean = {k: _jsonable(v) for k, v in ordered(metrics).items()}
     atomic_write_text(Path(out_dir) / METRICS_FILE, json.dumps(clean, indent=2) + "\n")
 
 
@@ -37,13 +38,6 @@ def read_metrics(out_dir: Path) -> dict:
 def read_history(out_dir: Path) -> list:
     path = Path(out_dir) / HISTORY_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def truncate_history(out_dir: Path, lines: int) -> None:

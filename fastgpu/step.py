@@ -32,6 +32,19 @@ def train_step(model, x, y, optimizer, scaler, autocast, scaler_sync=contextlib.
     return loss.detach()
 
 
+def finetune(model, loader, epochs: int, lr: float, device, precision, memory_format) -> None:
+    """A short fine-tune after one-shot pruning or for QAT: plain SGD, the run's precision (GradScaler
+    included) and memory format where it runs on the training device."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    same_device = device.type == precision.device_type
+    scaler = torch.amp.GradScaler(device.type, enabled=same_device and precision.scaler.is_enabled())
+    autocast = precision.autocast if same_device else contextlib.nullcontext
+    for _ in range(epochs):
+        for x, y in loader:
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            train_step(model, x, y.to(device, non_blocking=True), optimizer, scaler, autocast)
+
+
 @torch.no_grad()
 def evaluate(model, loader, autocast, device, memory_format, collection) -> dict:
     """Loss and metrics over `loader` (synchronised across ranks); leaves the model in eval mode."""

@@ -5,16 +5,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MODES = ("online", "offline", "disabled")
+from fastgpu.figures import wandb_summaries
 
-# Columns a W&B runs table shows for a sweep: best accuracy, not the last one, and so on.
-METRIC_SUMMARIES = {
-    "val/accuracy": "max",
-    "val/f1": "max",
-    "val/loss": "min",
-    "train/loss": "min",
-    "train/samples_per_s": "mean",
-}
+MODES = ("online", "offline", "disabled")
 
 
 class WandbLogger:
@@ -43,7 +36,7 @@ class WandbLogger:
             id=resume_id,
             resume="allow" if resume_id else None,
         )
-        for key, summary in METRIC_SUMMARIES.items():
+        for key, summary in wandb_summaries().items():  # best accuracy in the runs table, not the last one
             self.run.define_metric(key, summary=summary, step_metric="step")
         self.run.define_metric("step", hidden=True)
 

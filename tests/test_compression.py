@@ -146,8 +146,8 @@ def test_compression_sweep_report_has_before_after_columns(tmp_path):
 def test_unsharing_activations_keeps_the_function():
     import torchvision
 
-    from fastgpu.compression import unshare_activations
     from fastgpu.models import SmallCNN
+    from fastgpu.quantize import unshare_activations
 
     for model in (SmallCNN(1, 10), torchvision.models.resnet18(num_classes=10)):
         x = torch.randn(2, *((1, 8, 8) if isinstance(model, SmallCNN) else (3, 32, 32)))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from fastgpu.clock import StepClock
 from fastgpu.launch import launch
-from fastgpu.meter import StepClock
 from fastgpu.precision import build_precision
 
 pytestmark = [
@@ -102,7 +102,7 @@ def test_the_hot_loop_never_waits_for_the_gpu(tmp_path, overrides):
 def test_a_slow_loader_reads_as_data_time_on_the_gpu_timeline(tmp_path, monkeypatch):
     import fastgpu.data
 
-    real = fastgpu.data._synthetic
+    real = fastgpu.data.DATASETS["synthetic"]
 
     class Slow(torch.utils.data.Dataset):
         def __init__(self, tensors):
@@ -115,7 +115,9 @@ def test_a_slow_loader_reads_as_data_time_on_the_gpu_timeline(tmp_path, monkeypa
             time.sleep(0.001)
             return self.tensors[0][i], self.tensors[1][i]
 
-    monkeypatch.setattr(fastgpu.data, "_synthetic", lambda cfg, seed: tuple(Slow(d.tensors) for d in real(cfg, seed)))
+    monkeypatch.setitem(
+        fastgpu.data.DATASETS, "synthetic", lambda cfg, seed: tuple(Slow(d.tensors) for d in real(cfg, seed))
+    )
     cfg = compose_cfg("data=synthetic", "data.batch_size=64", "model=small_cnn", *TINY)
     metrics = launch(cfg, tmp_path)
     assert metrics["data_time_share"] > 0.5  # 64 ms of loading per batch against a ~1 ms GPU step

@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from fastgpu.clock import StepClock
 from fastgpu.data import DeviceBatches, build_data
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import launch
-from fastgpu.meter import RunMeter, StepClock
+from fastgpu.meter import RunMeter
 from fastgpu.parallel import all_reduce
 
 CPU = torch.device("cpu")

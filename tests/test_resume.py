@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import REPO, compose_cfg, offline_runs, run_cli
 
-from fastgpu.checkpoint import config_fingerprint, resumable
+from fastgpu.checkpoint import config_fingerprint, resumable, save_checkpoint
 from fastgpu.data import EpochShuffle, ResumableSampler
 from fastgpu.launch import RunFailed, launch
-from fastgpu.results import read_history, read_metrics, save_checkpoint
+from fastgpu.results import read_history, read_metrics
 
 # slow enough (~20 ms/step, 440 steps) that a signal lands mid-training
 JOB = [

@@ -1,0 +1,126 @@
+"""The one table of every figure FastGPU reports. It feeds the order of metrics.json, the terminal summary,
+the sweep report's columns (results.csv and the markdown table) and W&B's `define_metric` summaries, so adding
+a figure is one row here plus the line that computes it. Torch-free: the report and status commands load it.
+
+Columns of a row: the key in metrics.json / history, the label in the terminal summary (with its unit), its
+format, which way is better, its group, where it appears (`summary`: the terminal summary; `header`: a column
+of the report's table under that header; `csv`: a column of results.csv), a display scale, and for history
+series the W&B summary (`wandb`).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    fmt: str = "{}"
+    better: str = ""  # higher | lower | "" (not a score)
+    group: str = "run"  # speed | quality | memory | energy | model | comparison | compression | history
+    summary: bool = True
+    header: str = ""
+    csv: bool = True
+    scale: float = 1.0
+    wandb: str = ""  # history series only: the W&B summary (max | min | mean)
+
+
+def _compare(key, header, fmt, better, scale=1.0):
+    """A figure the report derives from two points (a ratio or a difference against the baseline)."""
+    return Figure(key, header, fmt, better, "comparison", summary=False, header=header, scale=scale)
+
+
+FIGURES = [
+    Figure("throughput", "throughput (samples/s)", "{:,.0f}", "higher", "speed", header="samples/s"),
+    _compare("speedup", "speed-up", "{:.2f}x", "higher"),
+    Figure("step_time_p50_ms", "step time p50 (ms)", "{:.2f}", "lower", "speed", header="step p50 ms"),
+    Figure("step_time_p90_ms", "step time p90 (ms)", "{:.2f}", "lower", "speed", header="step p90 ms"),
+    Figure("data_time_share", "data-loading share", "{:.1%}", "lower", "speed", header="data share"),
+    Figure("warmup_time_s", "warm-up (s, not timed)", "{:.2f}", "lower", "speed"),
+    Figure("epoch_time_s", "epoch time p50 (s)", "{:.2f}", "lower", "speed", csv=False),
+    Figure("time_to_target_s", "time to target acc (s)", "{:.2f}", "lower", "speed", header="time-to-acc s"),
+    Figure("accuracy", "val accuracy", "{:.4f}", "higher", "quality", header="accuracy"),
+    _compare("accuracy_delta", "Δacc pts", "{:+.2f}", "higher", scale=100),
+    Figure("best_accuracy", "best val accuracy", "{:.4f}", "higher", "quality", csv=False),
+    Figure("precision", "val precision (macro)", "{:.4f}", "higher", "quality"),
+    Figure("recall", "val recall (macro)", "{:.4f}", "higher", "quality"),
+    Figure("f1", "val F1 (macro)", "{:.4f}", "higher", "quality", header="F1"),
+    Figure("val_loss", "val loss", "{:.4f}", "lower", "quality", csv=False),
+    Figure("peak_mem_allocated_mb", "peak allocated (MB)", "{:,.0f}", "lower", "memory", csv=False),
+    Figure("peak_mem_reserved_mb", "peak reserved (MB)", "{:,.0f}", "lower", "memory", csv=False),
+    Figure("peak_rss_mb", "peak RSS (MB)", "{:,.0f}", "lower", "memory", csv=False),
+    _compare("peak_memory_mb", "peak MB", "{:,.0f}", "lower"),
+    _compare("memory_ratio", "mem ratio", "{:.2f}x", "lower"),
+    Figure("mean_cpu_percent", "mean process CPU (%)", "{:.0f}", "", "energy"),
+    Figure("mean_gpu_util_percent", "mean GPU utilisation (%)", "{:.0f}", "higher", "energy", header="util %"),
+    Figure("mean_gpu_power_w", "mean GPU power (W)", "{:.0f}", "", "energy"),
+    Figure("energy_per_sample_j", "GPU energy / sample (J)", "{:.4f}", "lower", "energy", header="J/sample"),
+    Figure("warmup_energy_j", "warm-up GPU energy (J, not counted)", "{:,.0f}", "lower", "energy"),
+    _compare("energy_ratio", "energy ratio", "{:.2f}x", "lower"),
+    Figure("params", "parameters", "{:,}", "", "model"),
+    Figure("model_size_mb", "model size (MB)", "{:.2f}", "lower", "model", header="size MB"),
+    # compression: shown where a point was compressed
+    Figure("compression", "compression", "{}", "", "compression"),
+    Figure("deploy_device", "deployed and measured on", "{}", "", "compression", header="latency on"),
+    Figure("accuracy_before", "val accuracy before", "{:.4f}", "higher", "compression", header="acc before"),
+    Figure("accuracy_after", "val accuracy after", "{:.4f}", "higher", "compression", summary=False),
+    Figure("f1_before", "val F1 before", "{:.4f}", "higher", "compression", summary=False),
+    Figure("f1_after", "val F1 after", "{:.4f}", "higher", "compression", summary=False),
+    Figure("sparsity", "weight sparsity", "{:.1%}", "", "compression", header="sparsity"),
+    Figure("nonzero_params", "non-zero parameters", "{:,}", "lower", "compression", summary=False),
+    Figure("serialized_bytes_before", "exported size before (KB)", "{:,.0f}", "lower", "compression", scale=1e-3),
+    Figure("serialized_bytes_after", "exported size after (KB)", "{:,.0f}", "lower", "compression", scale=1e-3),
+    Figure("size_ratio", "exported size smaller by", "{:.2f}x", "higher", "compression", header="size ratio"),
+    Figure(
+        "quantized_weight_ratio", "int8 weights smaller by", "{:.2f}x", "higher", "compression", header="int8 weights"
+    ),  # fmt: skip
+    Figure("latency_b1_ms_before", "batch-1 latency before (ms)", "{:.2f}", "lower", "compression", summary=False),
+    Figure("latency_b1_ms_after", "batch-1 latency after (ms)", "{:.2f}", "lower", "compression"),
+    Figure("latency_batch_ms_before", "batch latency before (ms)", "{:.2f}", "lower", "compression"),
+    Figure("latency_batch_ms_after", "batch latency after (ms)", "{:.2f}", "lower", "compression"),
+    Figure("latency_ratio", "batch latency lower by", "{:.2f}x", "higher", "compression", header="latency ratio"),
+    Figure("structured_speedup", "structured pruning", "{}", "", "compression", summary=False),
+    Figure("sparse24_layers", "2:4 sparse layers", "{}", "", "compression", summary=False),
+    Figure("sparse24_flops_share", "2:4 share of FLOPs", "{:.1%}", "", "compression", summary=False),
+    # history series: W&B shows their summary (best accuracy, not the last one)
+    Figure("val/accuracy", "val accuracy", better="higher", group="history", summary=False, csv=False, wandb="max"),
+    Figure("val/f1", "val F1", better="higher", group="history", summary=False, csv=False, wandb="max"),
+    Figure("val/loss", "val loss", better="lower", group="history", summary=False, csv=False, wandb="min"),
+    Figure("train/loss", "train loss", better="lower", group="history", summary=False, csv=False, wandb="min"),
+    Figure(
+        "train/samples_per_s", "samples/s", better="higher", group="history", summary=False, csv=False, wandb="mean"
+    ),  # fmt: skip
+]
+BY_KEY = {f.key: f for f in FIGURES}
+FIRST = ("status", "name", "error_type", "error")
+
+
+def ordered(metrics: dict) -> dict:
+    """metrics.json's order: status and name, then the figures in table order, then the setting."""
+    rank = {key: i for i, key in enumerate([*FIRST, *BY_KEY])}
+    return dict(sorted(metrics.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def summary_rows(compressed: bool) -> list:
+    return [f for f in FIGURES if f.summary and (compressed or f.group != "compression")]
+
+
+def report_columns() -> list:
+    return [f for f in FIGURES if f.header]
+
+
+def csv_keys() -> list:
+    return [f.key for f in FIGURES if f.csv]
+
+
+def wandb_summaries() -> dict:
+    return {f.key: f.wandb for f in FIGURES if f.wandb}
+
+
+def show(figure: Figure, value) -> str:
+    """A value formatted for a person (scaled, '-' when absent)."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return figure.fmt.format(value * figure.scale if figure.scale != 1 else value)

@@ -1,0 +1,256 @@
+"""One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
+
+import math
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+import fastgpu
+from fastgpu import metrics as M
+from fastgpu.checkpoint import PreemptionWatch, Progress, config_fingerprint, load_state, resumable_state, save_state
+from fastgpu.compression import training_hook
+from fastgpu.data import build_data
+from fastgpu.errors import FastGPUError
+from fastgpu.finalize import compress_and_deploy
+from fastgpu.loop import fit
+from fastgpu.meter import RunMeter
+from fastgpu.models import build_model, model_stats
+from fastgpu.monitor import ResourceMonitor
+from fastgpu.parallel import DistEnv, all_reduce, init_process_group, rank_param_max_diff, shutdown, wrap_model
+from fastgpu.precision import build_precision
+from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, truncate_history, write_metrics
+
+
+@dataclass
+class Job:
+    """Everything the training loop works with, built once from the config."""
+
+    cfg: object
+    env: DistEnv
+    device: torch.device
+    precision: object
+    data: object
+    model: torch.nn.Module  # wrapped (DDP/FSDP) where that applies
+    forward: object  # the model, compiled where compile=true
+    parallel: str  # what the model is really wrapped in
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    pruner: object
+    memory_format: torch.memory_format
+    total_steps: int
+    epochs: int
+    metrics: object  # the evaluation metrics (torchmetrics)
+    stats: dict  # parameter count and size of the bare model
+
+    @property
+    def scaler(self):
+        return self.precision.scaler
+
+    def to_device(self, batch):
+        x = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return x, batch[1].to(self.device, non_blocking=True)
+
+
+def run(cfg, out_dir: Path, env: DistEnv) -> dict:
+    job = build(cfg, env)
+    monitor = ResourceMonitor(job.device, cfg.trainer.monitor_interval_s)
+    meter = RunMeter(job.device, cfg.trainer.warmup_steps, monitor, cfg.trainer.sync_debug)
+    recorder = Recorder(cfg, out_dir, env.is_main, monitor)
+    p = recorder.open(job, meter)
+    M.reset_peak_memory(job.device)
+    monitor.start()
+    try:
+        with PreemptionWatch() as preemption:
+            fit(job, p, meter, recorder, preemption)
+    finally:
+        meter.close()
+    recorder.record_samples(p.step)
+    resources = monitor.stop()
+    metrics = summarize(job, p, meter.summary(cfg.data.batch_size, env.world_size, all_reduce, monitor.samples))
+    metrics.update({k: v for k, v in resources.items() if k in ("monitor_samples", "max_gpu_mem_used_mb")})
+    if job.pruner is not None:
+        job.pruner.finish()
+    model_state = recorder.checkpoint(job, meter, complete=True)
+    shutdown(env)
+    if env.is_main:
+        write_metrics(out_dir, metrics)  # the training results are safe before compression and export start
+        metrics.update(compress_and_deploy(cfg, model_state, job.device, job.precision, p.val, out_dir))
+        recorder.finish(metrics)
+    return metrics
+
+
+def build(cfg, env: DistEnv) -> Job:
+    tcfg = cfg.trainer
+    device = resolve_device(tcfg.device, env)
+    precision = build_precision(cfg.precision, device)
+    init_process_group(env, device, cfg.parallel.backend)
+    set_cpu_threads(tcfg.num_threads)
+    seed_everything(tcfg.seed, tcfg.deterministic)
+    data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
+    bare = build_model(cfg.model, cfg.data)
+    stats = model_stats(bare)
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+    bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
+    model, parallel = wrap_model(bare, cfg.parallel.strategy, device)
+    steps_per_epoch = len(data.train)
+    if steps_per_epoch == 0:
+        raise FastGPUError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the training set on each rank; lower it"
+        )
+    total_steps = tcfg.max_steps or steps_per_epoch * tcfg.epochs
+    if cfg.compression.name == "prune" and cfg.compression.schedule == "gradual" and parallel == "fsdp":
+        raise FastGPUError(
+            "gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot"
+        )
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    return Job(
+        cfg=cfg, env=env, device=device, precision=precision, data=data, model=model, parallel=parallel,
+        forward=torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model, optimizer=optimizer,
+        scheduler=instantiate(cfg.scheduler)(optimizer, total_steps=total_steps),  # None: constant lr
+        pruner=training_hook(cfg.compression, bare, total_steps),  # None unless gradual pruning
+        memory_format=memory_format, total_steps=total_steps, epochs=math.ceil(total_steps / steps_per_epoch),
+        metrics=M.eval_metrics(cfg.data.num_classes, device), stats=stats,
+    )  # fmt: skip
+
+
+class Recorder:
+    """What a run writes: history.jsonl and the W&B run (rank 0), checkpoint.pt (gathered from every rank)."""
+
+    def __init__(self, cfg, out_dir: Path, main: bool, monitor):
+        self.cfg, self.out_dir, self.main, self.monitor = cfg, Path(out_dir), main, monitor
+        self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
+        self.fingerprint = config_fingerprint(cfg)
+        self.history = self.logger = None
+
+    def open(self, job: Job, meter: RunMeter) -> Progress:
+        """Resume an unfinished checkpoint of this same configuration (a requeued job, +resume), open the
+        history and the W&B run; returns the progress to continue from."""
+        self.p = Progress()
+        saved = resumable_state(self.checkpoint_path, self.fingerprint)
+        if saved is not None:
+            if job.pruner is not None:
+                raise FastGPUError(
+                    "a run with compression.schedule=gradual cannot resume; rerun it or use schedule=oneshot"
+                )
+            self.p = load_state(saved, job.model, job.optimizer, job.scheduler, job.scaler)
+            meter.load_state_dict(self.p.meter)
+            if self.main:
+                truncate_history(self.out_dir, self.p.history_lines)
+                print(f"fastgpu: resuming {self.out_dir} at step {self.p.step} (epoch {self.p.epoch}, "
+                      f"batch {self.p.batch_in_epoch})", file=sys.stderr)  # fmt: skip
+        if self.main:
+            from fastgpu.wandb_logger import WandbLogger
+
+            self.history = HistoryWriter(self.out_dir)
+            self.logger = WandbLogger(self.cfg, self.out_dir, resume_id=self.p.wandb_id)
+            self.p.wandb_id = self.logger.run.id
+        return self.p
+
+    def record(self, entry: dict) -> None:
+        if self.main:
+            self.history.write(entry)
+            self.logger.log(entry)
+            self.p.history_lines += 1
+
+    def record_samples(self, step: int) -> None:
+        """The resource sampler's samples since the last call, as history records at `step`."""
+        for sample in self.monitor.drain():
+            self.record({"step": step, **sample})
+
+    def checkpoint(self, job: Job, meter: RunMeter, complete: bool = False) -> dict:
+        """Save the full training state (a collective under FSDP); returns the model state."""
+        keep = self.cfg.trainer.checkpoint or not complete
+        if self.main and not keep:
+            self.checkpoint_path.unlink(missing_ok=True)  # no stale periodic state once the run is done
+        self.p.meter = meter.state_dict()
+        path = self.checkpoint_path if keep else None
+        return save_state(path, job.model, job.optimizer, job.scheduler, job.scaler, self.p, self.fingerprint,
+                          self.main, complete)  # fmt: skip
+
+    def finish(self, metrics: dict) -> None:
+        self.history.close()
+        write_metrics(self.out_dir, metrics)
+        self.logger.finish(metrics)
+
+
+def summarize(job: Job, p: Progress, measured: dict) -> dict:
+    """metrics.json: the meter's figures, quality, memory, model and the setting that ran."""
+    env, cfg = job.env, job.cfg
+    # time to target: training step time until the first evaluation at the target, warm-up/compilation
+    # included, evaluation excluded; the slowest rank's
+    (time_to_target,) = all_reduce([p.time_to_target or 0.0], "max")
+    memory = M.peak_memory(job.device)
+    memory = dict(zip(memory, all_reduce(list(memory.values()), op="max")))
+    val = p.val
+    metrics = {
+        "status": "ok",
+        "name": cfg.logger.wandb.name,
+        **measured,
+        "time_to_target_s": time_to_target if p.time_to_target is not None else None,
+        "steps_to_target": p.steps_to_target,
+        "target_accuracy": cfg.trainer.target_accuracy,
+        "val_loss": val.get("loss"),
+        **{k: val.get(k) for k in ("accuracy", "precision", "recall", "f1")},
+        "best_accuracy": p.best_accuracy,
+        **memory,
+        **job.stats,
+        "steps": p.step,
+        "epochs": p.epoch + 1,
+        "batch_size": cfg.data.batch_size,
+        "global_batch_size": cfg.data.batch_size * env.world_size,
+        "world_size": env.world_size,
+        "device": job.device.type,
+        "device_name": device_name(job.device),
+        "precision_mode": job.precision.name,
+        "compile": bool(cfg.compile),
+        "channels_last": bool(cfg.channels_last),
+        "parallel": job.parallel,
+        "parallel_requested": cfg.parallel.strategy,
+        "wandb_run_id": p.wandb_id,
+        "torch_version": torch.__version__,
+        "fastgpu_version": fastgpu.__version__,
+    }
+    if job.parallel == "ddp":
+        metrics["rank_param_max_diff"] = rank_param_max_diff(job.model)
+    return metrics
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FastGPUError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise FastGPUError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def set_cpu_threads(num_threads) -> None:
+    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
