@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["precision=fp32,bf16", "channels_last=false,true", "trainer.epochs=3", "trainer.progress_bar=false"]
 # one point at a time under both launchers, so that training time adds up to wall time
-LAUNCHERS = {"basic": [], "submitit_local": ["hydra/launcher=local", "hydra.sweeper.max_batch_size=1"]}
+LAUNCHERS = {"basic": [], "submitit_local": ["hydra/launcher=local"]}
 
 
 def measure(launcher_args: list) -> dict:

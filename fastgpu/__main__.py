@@ -20,7 +20,16 @@ from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from fastgpu.summary import format_summary
-from fastgpu.sweep import point_name, point_tags, run_name, sweep_group, swept_keys, task_overrides
+from fastgpu.sweep import (
+    keep_hydra_files,
+    point_name,
+    point_tags,
+    restore_hydra_files,
+    run_name,
+    sweep_group,
+    swept_keys,
+    task_overrides,
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -36,6 +45,7 @@ def main(cfg) -> dict:
         if cfg.get("resume") is True and (out_dir / METRICS_FILE).exists():
             done = read_metrics(out_dir)
             if done.get("status") == "ok":
+                restore_hydra_files(out_dir)  # Hydra rewrote them with this resumed sweep's overrides
                 print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
                 return done
         name_sweep_point(cfg, hydra_cfg)
@@ -54,6 +64,8 @@ def main(cfg) -> dict:
             print(line, file=sys.stderr)
             sys.exit(1)
         raise failure.__cause__  # a bug, not a setting: keep the traceback
+    if multirun and metrics.get("status") == "ok":
+        keep_hydra_files(out_dir)
     if metrics and not multirun:
         print(format_summary(metrics, title=f"FastGPU run: {out_dir}"))
     return metrics

@@ -17,7 +17,9 @@ class SweepReport(Callback):
         from fastgpu.sweep import sweep_group
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        report = build_report(sweep_dir, list(config.report.baseline), config.report.accuracy_tolerance)
+        report = build_report(
+            sweep_dir, list(config.report.baseline), config.report.accuracy_tolerance, config.report.min_gain
+        )
         if not report["rows"]:
             return
         print(

@@ -91,6 +91,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0  # full training state every N steps (0: only on preemption signals)
     deterministic: bool = False
     monitor_interval_s: float = 1.0  # resource sampler period (CPU/RSS, NVML on CUDA); 0 turns it off
+    sleep_ms: float = 0.0  # a planted slowdown per step (host sleep): for testing what a sweep detects
     sync_debug: str = "off"  # off | warn | error: torch.cuda.set_sync_debug_mode over the steady steps (CUDA)
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
 
@@ -118,6 +119,7 @@ class ReportConfig:
 
     baseline: List[str] = field(default_factory=list)  # overrides naming the baseline point, e.g. [precision=fp32]
     accuracy_tolerance: float = 0.01  # the recommendation keeps accuracy >= baseline - this (0.01 = 1 point)
+    min_gain: float = 0.03  # a point is recommended only if its speed-up's 95% interval lies above 1 + this
 
 
 @dataclass

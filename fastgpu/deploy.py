@@ -10,8 +10,8 @@ Load an exported model without FastGPU:
 """
 
 import io
+import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -81,22 +81,29 @@ def export_model(model, example: torch.Tensor, out_dir, formats) -> dict:
 
 @torch.no_grad()
 def inference_latency(model, batch: torch.Tensor, device, autocast, repeats: int, warmup: int) -> dict:
-    """Median latency at batch 1 and at the training batch size (warm-up excluded, device synchronised)."""
+    """Latency at batch 1 and at the training batch size with torch.utils.benchmark (device synchronised,
+    warm-up excluded): the median of at least `repeats` timed blocks, their interquartile range, and the
+    batch's block times (for the report's intervals)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on a CPU: expected
+    from torch.utils import benchmark
+
     results = {}
     for label, x in (("b1", batch[:1]), ("batch", batch)):
         x = x.to(device)
-        times = []
-        for i in range(warmup + repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
+        for _ in range(warmup):
             with autocast():
                 model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-        results[f"latency_{label}_ms"] = 1e3 * statistics.median(times)
+        timer = benchmark.Timer(
+            "with autocast():\n    model(x)", globals={"model": model, "x": x, "autocast": autocast}
+        )
+        measured = timer.blocked_autorange(min_run_time=0.1)
+        times = list(measured.times)
+        while len(times) < repeats:
+            times.append(timer.timeit(measured.number_per_run).median)
+        ms = sorted(1e3 * s for s in times)
+        results[f"latency_{label}_ms"] = statistics.median(ms)
+        results[f"latency_{label}_ms_iqr"] = ms[(3 * len(ms)) // 4] - ms[len(ms) // 4]
+    results["latency_batch_ms_times"] = ms
     results["inference_throughput"] = len(batch) / (results["latency_batch_ms"] / 1e3)
     return results
 

@@ -31,8 +31,15 @@ def _compare(key, header, fmt, better, scale=1.0):
 
 
 FIGURES = [
-    Figure("throughput", "throughput (samples/s)", "{:,.0f}", "higher", "speed", header="samples/s"),
+    Figure("throughput", "throughput (samples/s, median)", "{:,.0f}", "higher", "speed", header="samples/s"),
+    Figure("throughput_ci_low", "  95% interval, low", "{:,.0f}", "higher", "speed"),
+    Figure("throughput_ci_high", "  95% interval, high", "{:,.0f}", "higher", "speed"),
+    Figure("throughput_cv", "  CV over log intervals", "{:.1%}", "lower", "speed", header="CV"),
+    Figure("timed_samples", "samples timed", "{:,}", "", "speed", summary=False),
     _compare("speedup", "speed-up", "{:.2f}x", "higher"),
+    Figure("speedup_low", "speed-up 95% low", "{:.3f}", "higher", "comparison", summary=False),
+    Figure("speedup_high", "speed-up 95% high", "{:.3f}", "higher", "comparison", summary=False),
+    Figure("speedup_interval", "95% interval", "{}", "", "comparison", summary=False, header="95% interval", csv=False),
     Figure("step_time_p50_ms", "step time p50 (ms)", "{:.2f}", "lower", "speed", header="step p50 ms"),
     Figure("step_time_p90_ms", "step time p90 (ms)", "{:.2f}", "lower", "speed", header="step p90 ms"),
     Figure("data_time_share", "data-loading share", "{:.1%}", "lower", "speed", header="data share"),
@@ -57,6 +64,12 @@ FIGURES = [
     Figure("energy_per_sample_j", "GPU energy / sample (J)", "{:.4f}", "lower", "energy", header="J/sample"),
     Figure("warmup_energy_j", "warm-up GPU energy (J, not counted)", "{:,.0f}", "lower", "energy"),
     _compare("energy_ratio", "energy ratio", "{:.2f}x", "lower"),
+    Figure("data", "data", "{}", "", "setting", summary=False),
+    Figure("precision_mode", "precision (as run)", "{}", "", "setting", summary=False, header="precision"),
+    Figure("host", "host", "{}", "", "setting", summary=False),
+    Figure("device_name", "device", "{}", "", "setting", summary=False),
+    Figure("started_at", "started (UTC)", "{}", "", "setting", summary=False),
+    Figure("ended_at", "ended (UTC)", "{}", "", "setting", summary=False),
     Figure("params", "parameters", "{:,}", "", "model"),
     Figure("model_size_mb", "model size (MB)", "{:.2f}", "lower", "model", header="size MB"),
     # compression: shown where a point was compressed
@@ -77,8 +90,23 @@ FIGURES = [
     Figure("latency_b1_ms_before", "batch-1 latency before (ms)", "{:.2f}", "lower", "compression", summary=False),
     Figure("latency_b1_ms_after", "batch-1 latency after (ms)", "{:.2f}", "lower", "compression"),
     Figure("latency_batch_ms_before", "batch latency before (ms)", "{:.2f}", "lower", "compression"),
-    Figure("latency_batch_ms_after", "batch latency after (ms)", "{:.2f}", "lower", "compression"),
+    Figure(
+        "latency_batch_ms_after", "batch latency after (ms)", "{:.2f}", "lower", "compression", header="latency ms"
+    ),  # fmt: skip
+    Figure(
+        "latency_batch_ms_iqr_after",
+        "  its interquartile range (ms)",
+        "{:.2f}",
+        "lower",
+        "compression",
+        header="IQR ms",
+    ),  # fmt: skip
     Figure("latency_ratio", "batch latency lower by", "{:.2f}x", "higher", "compression", header="latency ratio"),
+    Figure("latency_ratio_low", "  95% interval, low", "{:.2f}x", "higher", "compression", summary=False),
+    Figure("latency_ratio_high", "  95% interval, high", "{:.2f}x", "higher", "compression", summary=False),
+    Figure(
+        "latency_interval", "95% interval", "{}", "", "compression", summary=False, header="95% interval", csv=False
+    ),  # fmt: skip
     Figure("structured_speedup", "structured pruning", "{}", "", "compression", summary=False),
     Figure("sparse24_layers", "2:4 sparse layers", "{}", "", "compression", summary=False),
     Figure("sparse24_flops_share", "2:4 share of FLOPs", "{:.1%}", "", "compression", summary=False),

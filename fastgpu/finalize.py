@@ -17,6 +17,7 @@ from fastgpu.data import build_data
 from fastgpu.errors import described
 from fastgpu.metrics import eval_metrics
 from fastgpu.models import build_model
+from fastgpu.stats import ratio_ci
 from fastgpu.step import evaluate
 
 QUALITY = ("accuracy", "precision", "recall", "f1")
@@ -101,7 +102,9 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         result["val_loss"] = after["val_loss"]
     if result.get("serialized_bytes_before") and result.get("serialized_bytes_after"):
         result["size_ratio"] = result["serialized_bytes_before"] / result["serialized_bytes_after"]
-    if result.get("latency_batch_ms_before") and result.get("latency_batch_ms_after"):
-        result["latency_ratio"] = result["latency_batch_ms_before"] / result["latency_batch_ms_after"]
+    if result.get("latency_batch_ms_times_before") and result.get("latency_batch_ms_times_after"):
+        # speed-up of the deploy model over the uncompressed one, both timed on the deploy device
+        ratio = ratio_ci(result["latency_batch_ms_times_before"], result["latency_batch_ms_times_after"])
+        result["latency_ratio"], result["latency_ratio_low"], result["latency_ratio_high"] = ratio
     result.pop("serialized_bytes", None)
     return result

@@ -8,6 +8,7 @@ on CPU) and a progress-bar tick; the device is read only at log steps, epoch end
 
 import contextlib
 import math
+import time
 
 import torch
 from tqdm import tqdm
@@ -33,6 +34,8 @@ def fit(job, p, meter, recorder, preemption) -> None:
             loss_sum += train_step(job.forward, x, y, job.optimizer, job.scaler, job.precision.autocast, scaler_sync)
             if job.scheduler is not None:
                 job.scheduler.step()
+            if tcfg.sleep_ms:
+                time.sleep(tcfg.sleep_ms / 1e3)
             p.step += 1
             p.batch_in_epoch += 1
             meter.step_end()

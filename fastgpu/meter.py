@@ -22,6 +22,7 @@ import torch
 
 from fastgpu.clock import StepClock, synchronize
 from fastgpu.errors import FastGPUError
+from fastgpu.stats import cv, intervals, median_ci
 
 SYNC_DEBUG_MODES = ("off", "warn", "error")
 
@@ -31,6 +32,7 @@ class MeterState:
     """Everything measured so far; saved in the checkpoint so a resumed run continues its figures."""
 
     step_times: list = field(default_factory=list)
+    step_samples: list = field(default_factory=list)  # samples each step trained (a last partial batch counts less)
     data_times: list = field(default_factory=list)
     epoch_times: list = field(default_factory=list)
     eval_time: float = 0.0
@@ -67,10 +69,11 @@ class RunMeter:
         with self.sync_allowed():
             self._epoch_start()
             iterator = iter(loader)
-        clock = self.clock
+        clock, samples = self.clock, self.state.step_samples
         for batch in iterator:
             batch = prepare(batch)
             clock.ready()
+            samples.append(len(batch[-1]))  # the batch's shape: no device read
             yield batch
 
     def step_end(self) -> None:
@@ -177,29 +180,36 @@ class RunMeter:
         self.state = MeterState(**state)
         self.steps_done = len(self.state.step_times)
 
-    def summary(self, batch_size: int, world_size: int, reduce, samples: list) -> dict:
-        """The run's figures, reduced over ranks with `reduce(values, op)` (sum/max; a collective)."""
+    def summary(self, world_size: int, reduce, samples: list, log_every: int) -> dict:
+        """The run's figures, reduced over ranks with `reduce(values, op)` (sum/max; a collective).
+
+        Throughput is the median of the per-log-interval rates of the steady steps (all ranks' samples over
+        the slowest rank's time in each interval), with a 95% bootstrap interval and the rates' CV."""
         self.close()
         s = self.state
         warmup = min(self.warmup_steps, max(len(s.step_times) - 1, 0))
         steady, steady_data = s.step_times[warmup:], s.data_times[warmup:]
         seconds = sum(steady)
+        interval_samples, interval_seconds = intervals(steady, s.step_samples[warmup : len(s.step_times)], log_every)
+        interval_samples = reduce(interval_samples, "sum")
+        interval_seconds = reduce(interval_seconds, "max")
+        rates = [n / t for n, t in zip(interval_samples, interval_seconds) if t > 0]
+        throughput, low, high = median_ci(rates)
         window = window_means(samples, s.steady_windows)
         has_energy, has_util = float(s.steady_energy is not None), float("gpu_util_percent" in window)
-        total_samples, energy, energy_ranks, util_sum, util_ranks, warmup_energy = reduce(
-            [
-                len(steady) * batch_size,
-                s.steady_energy or 0.0,
-                has_energy,
-                window.get("gpu_util_percent", 0.0),
-                has_util,
-                s.warmup_energy or 0.0,
-            ],
+        energy, energy_ranks, util_sum, util_ranks, warmup_energy = reduce(
+            [s.steady_energy or 0.0, has_energy, window.get("gpu_util_percent", 0.0), has_util, s.warmup_energy or 0.0],
             "sum",
         )
-        max_seconds, steady_wall = reduce([seconds, s.steady_wall], "max")
+        (steady_wall,) = reduce([s.steady_wall], "max")
+        total_samples = sum(interval_samples)
         out = {
-            "throughput": total_samples / max_seconds if max_seconds > 0 else None,
+            "throughput": throughput,
+            "throughput_ci_low": low,
+            "throughput_ci_high": high,
+            "throughput_cv": cv(rates),
+            "throughput_intervals": rates,
+            "timed_samples": total_samples,
             "step_time_p50_ms": 1e3 * percentile(steady, 0.5),
             "step_time_p90_ms": 1e3 * percentile(steady, 0.9),
             "data_time_share": sum(steady_data) / seconds if seconds > 0 else None,

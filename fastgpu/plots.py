@@ -1,86 +1,112 @@
-"""The sweep report's plots: throughput against accuracy (Pareto front marked), peak memory, training curves."""
+"""The sweep report's plots, made to be read at a glance: every point a numbered marker with its 95% interval
+as an error bar and its name in a legend beside the axes (no label sits on another), the Pareto front only
+where it joins two or more points, and throughput against memory and energy instead of accuracy where accuracy
+means nothing (synthetic data, random labels)."""
 
 from pathlib import Path
 
 
-def pareto_front(rows: list) -> list:
-    """Points no other point beats on both throughput and accuracy."""
-    ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r["accuracy"] is not None]
+def pareto_front(rows: list, y: str = "accuracy", higher: bool = True) -> list:
+    """Points no other point beats on both throughput and `y` (higher or lower is better)."""
+    sign = 1 if higher else -1
+    ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r.get(y) is not None]
     front = [
         r
         for r in ok
         if not any(
             o["throughput"] >= r["throughput"]
-            and o["accuracy"] >= r["accuracy"]
-            and (o["throughput"], o["accuracy"]) != (r["throughput"], r["accuracy"])
+            and sign * o[y] >= sign * r[y]
+            and (o["throughput"], o[y]) != (r["throughput"], r[y])
             for o in ok
         )
     ]
     return sorted(front, key=lambda r: r["throughput"])
 
 
-def write_plots(rows: list, points: list, out_dir: Path) -> list:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def meaningful_accuracy(rows: list) -> bool:
+    """False when every finished point trained on synthetic data (random labels: accuracy is chance)."""
+    return not all(r.get("data") == "synthetic" for r in rows if r["status"] == "ok")
+
+
+def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True):
+    """Throughput (x, with its 95% interval) against `y`; numbered markers, names in a legend beside the axes."""
+    plt = _pyplot()
+    ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r.get(y) is not None]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for number, r in enumerate(ok, 1):
+        low, high = r.get("throughput_ci_low"), r.get("throughput_ci_high")
+        xerr = [[r["throughput"] - low], [high - r["throughput"]]] if low is not None and high is not None else None
+        color = f"C{(number - 1) % 10}"
+        if xerr is not None:
+            ax.errorbar(r["throughput"], r[y], xerr=xerr, fmt="none", ecolor=color, capsize=3, alpha=0.7)
+        label = f"{number}. {r['name']}" + (" (baseline)" if r["baseline"] else "")
+        ax.scatter(r["throughput"], r[y], marker=f"${number}$", s=140, color=color, label=label, zorder=3)
+    front = pareto_front(rows, y, higher)
+    if len(front) >= 2:
+        ax.plot([r["throughput"] for r in front], [r[y] for r in front], "--", color="gray", label="Pareto front")
+    ax.set(xlabel="throughput (samples/s, median; bars: 95% interval)", ylabel=ylabel, title=f"Throughput vs {ylabel}")
+    ax.grid(alpha=0.3)
+    if ok:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, borderaxespad=0)
+    return fig
+
+
+def write_plots(rows: list, points: list, out_dir: Path) -> list:
+    plt = _pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None]
     paths = []
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in ok:
-        ax.scatter(r["throughput"], r["accuracy"], s=60, marker="*" if r["baseline"] else "o", zorder=3)
-        ax.annotate(r["name"], (r["throughput"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    front = pareto_front(rows)
-    if front:
-        ax.plot(
-            [r["throughput"] for r in front],
-            [r["accuracy"] for r in front],
-            "--",
-            color="gray",
-            label="Pareto front",
-            zorder=2,
-        )
-        ax.legend()
-    ax.set(xlabel="throughput (samples/s)", ylabel="validation accuracy", title="Throughput vs accuracy (★ baseline)")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "throughput_vs_accuracy.png"))
+    if meaningful_accuracy(rows):
+        figures = [("throughput_vs_accuracy", "accuracy", "validation accuracy", True)]
+    else:  # synthetic data: what a speed setting trades is memory and energy
+        figures = [("throughput_vs_memory", "peak_memory_mb", "peak memory (MB)", False)]
+        if any(r.get("energy_per_sample_j") is not None for r in ok):
+            figures.append(("throughput_vs_energy", "energy_per_sample_j", "GPU energy per sample (J)", False))
+    for name, y, label, higher in figures:
+        paths.append(_save(throughput_figure(rows, y, label, higher), out_dir / f"{name}.png"))
 
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(ok) + 1)))
-    names = [r["name"] for r in ok]
-    ax.barh(
-        names, [r["peak_memory_mb"] or 0 for r in ok], color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok]
-    )
-    kind = (
-        "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "process RSS"
-    )
+    ax.barh([r["name"] for r in ok], [r["peak_memory_mb"] or 0 for r in ok],
+            color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok])  # fmt: skip
+    kind = "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "RSS"
     ax.set(xlabel=f"peak memory (MB, {kind})", title="Peak memory per point (orange: baseline)")
     ax.invert_yaxis()
     paths.append(_save(fig, out_dir / "peak_memory.png"))
+    paths.append(_save(curves_figure(points), out_dir / "training_curves.png"))
+    return paths
 
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+
+def curves_figure(points: list):
+    """Training loss (mean over each log interval) and validation accuracy per point; a legend on each panel."""
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for p in points:
         name = p["metrics"].get("name") or str(p["point"])
         train = [h for h in p["history"] if "train/loss" in h]
         val = [h for h in p["history"] if "val/accuracy" in h]
         if train:
-            loss_ax.plot([h["step"] for h in train], [h["train/loss"] for h in train], label=name)
+            loss_ax.plot([h["step"] for h in train], [h["train/loss"] for h in train], marker=".", label=name)
         if val:
             acc_ax.plot([h["step"] for h in val], [h["val/accuracy"] for h in val], marker=".", label=name)
-    loss_ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
+    loss_ax.set(xlabel="step", ylabel="training loss (interval mean)", yscale="log", title="Training loss")
     acc_ax.set(xlabel="step", ylabel="validation accuracy", title="Validation accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "training_curves.png"))
-    return paths
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return fig
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
     return path

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fastgpu.compare import by_device, recommend, timed_together
 from fastgpu.figures import BY_KEY, csv_keys, report_columns, show
 from fastgpu.plots import write_plots
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
+from fastgpu.stats import ratio_ci
 
 COLUMNS = ["point", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
 COMPRESSION_KEYS = [f.key for f in BY_KEY.values() if f.group == "compression"]
@@ -67,6 +69,14 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _speedup(m: dict, base: dict) -> tuple:
+    """(speed-up, low, high) of a point's throughput over the baseline's: the ratio of the medians of their
+    per-interval rates with a 95% bootstrap interval (no interval where a point recorded no rates)."""
+    if m.get("throughput_intervals") and base.get("throughput_intervals"):
+        return ratio_ci(m["throughput_intervals"], base["throughput_intervals"])
+    return _ratio(m.get("throughput"), base.get("throughput")), None, None
+
+
 def build_rows(points: list, baseline) -> list:
     base = baseline["metrics"] if baseline else {}
     rows = []
@@ -82,61 +92,42 @@ def build_rows(points: list, baseline) -> list:
             "peak_memory_mb": peak_memory_mb(m),
         }
         row.update({key: m.get(key) for key in COLUMNS if key not in row})
-        row["speedup"] = _ratio(row["throughput"], base.get("throughput"))
+        row["speedup"], row["speedup_low"], row["speedup_high"] = _speedup(m, base)
+        for key in ("speedup", "latency_ratio"):
+            if row.get(f"{key}_low") is not None:
+                label = "speedup_interval" if key == "speedup" else "latency_interval"
+                row[label] = f"[{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
         row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
         row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if row["accuracy"] is not None and base else None
         row["baseline"] = baseline is not None and p is baseline
         rows.append(row)
     # best first: finished points by throughput, then the rest in job order
-    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r["throughput"] or 0), r["point"]))
+    # best first: by inference speed-up where the sweep varies compression, else by training throughput
+    speed = "latency_ratio" if compression_sweep(rows) else "throughput"
+    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[speed] or 0), r["point"]))
 
 
-def recommend(rows: list, tolerance: float) -> str:
-    """The fastest point within `tolerance` accuracy of the baseline: by training throughput, or, when the
-    sweep varies compression, by each point's inference speed-up over its own uncompressed model measured
-    on the same device (`latency_ratio`): int8 runs on the CPU, so its latency is never set against a GPU's."""
-    ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
-    base = next((r for r in rows if r["baseline"]), None)
-    if not ok or base is None:
-        return "No recommendation: no point finished."
-    eligible = [r for r in ok if r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance]
-    inference = len({r["compression"] for r in ok}) > 1 and all(r["latency_ratio"] for r in eligible)
-    if inference:
-        best = max(eligible, key=lambda r: r["latency_ratio"])
-        if best["latency_ratio"] <= 1:
-            best = base
-    else:
-        best = max(eligible, key=lambda r: r["throughput"])
-    if best is base:
-        return (
-            f"Recommendation: keep the baseline '{base['name']}': no other point is "
-            f"{'faster at inference' if inference else 'faster'} within {100 * tolerance:.1f} accuracy points of it."
-        )
-    accuracy = f"accuracy {best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts)"
-    if inference:
-        size_text = f", exported size {best['size_ratio']:.2f}x smaller" if best["size_ratio"] else ""
-        return (
-            f"Recommendation: '{best['name']}': {best['latency_ratio']:.2f}x lower inference latency at the batch "
-            f"size than the same model uncompressed ({best['latency_batch_ms_before']:.2f} -> "
-            f"{best['latency_batch_ms_after']:.2f} ms, both on {best['deploy_device'] or 'the training device'})"
-            f"{size_text}, {accuracy}."
-        )
-    memory = f", peak memory {best['memory_ratio']:.2f}x" if best["memory_ratio"] else ""
-    return (
-        f"Recommendation: '{best['name']}': {best['speedup']:.2f}x the baseline's throughput "
-        f"('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), {accuracy}{memory}."
-    )
+def compression_sweep(rows: list) -> bool:
+    """A sweep over compression: its speed is deployed inference latency, not training throughput."""
+    return len({r["compression"] for r in rows if r["status"] == "ok"}) > 1
+
+
+TRAINING_SPEED = ("throughput", "throughput_cv", "speedup", "speedup_interval")
 
 
 def _columns(rows: list) -> list:
     """The table's columns (the figures with a report header), less those no point has a value for (GPU
-    columns on a CPU sweep) and the compression ones when no point was compressed."""
+    columns on a CPU sweep), the compression ones when no point was compressed, and training speed in a sweep
+    over compression (what it changes is inference latency)."""
     compressed = any(r.get("compression") not in (None, "none") for r in rows)
+    hidden = TRAINING_SPEED if compression_sweep(rows) else ()
     return [
         f
         for f in report_columns()
-        if any(r.get(f.key) is not None for r in rows) and (compressed or f.group != "compression")
+        if any(r.get(f.key) is not None for r in rows)
+        and (compressed or f.group != "compression")
+        and f.key not in hidden
     ]
 
 
@@ -162,13 +153,39 @@ def terminal_table(rows: list) -> str:
     )
 
 
-def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01) -> dict:
-    """Write results.csv, report.md and the plots into `sweep_dir`; return what was found."""
+def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_gain: float = 0.03) -> dict:
+    """Write results.csv, report.md and the plots into `sweep_dir`; return what was found. Each device
+    the sweep ran on gets its own baseline, table and recommendation."""
     sweep_dir = Path(sweep_dir)
     points = collect_points(sweep_dir)
-    baseline = find_baseline(points, baseline_overrides)
-    rows = build_rows(points, baseline)
-    recommendation = recommend(rows, tolerance)
+    groups = by_device(points)
+    rows, sections, recommendations, baseline = [], [], [], None
+    for device, group in groups.items():
+        baseline = find_baseline(group, baseline_overrides)
+        group_rows = build_rows(group, baseline)
+        recommendation = recommend(group_rows, tolerance, min_gain)
+        rows += group_rows
+        heading = [f"## On {device}", ""] if len(groups) > 1 else []
+        recommendations.append(f"On {device}: {recommendation}" if len(groups) > 1 else recommendation)
+        sections += heading + [
+            recommendations[-1],
+            "",
+            f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; speed-up (with its 95% interval), "
+            "Δacc and memory ratio are against it.",
+            "",
+            markdown_table(group_rows),
+            "",
+        ]
+    recommendation = "\n".join(recommendations)
+    overlaps = timed_together(rows)
+    if overlaps:
+        pairs = ", ".join(f"'{a['name']}' and '{b['name']}' on {a['host']}" for a, b in overlaps)
+        caveat = (
+            f"Caution: points timed at the same time on one machine ({pairs}) measured each other as much as "
+            "themselves; run one point at a time (hydra.launcher.max_parallel_points=1) before acting on them."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
 
     with open(sweep_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS + ["baseline"], extrasaction="ignore")
@@ -176,18 +193,9 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01) -> d
         writer.writerows(rows)
     plots = write_plots(rows, points, sweep_dir) if rows else []
     failed = [r for r in rows if r["status"] not in ("ok", "pending")]
-    lines = [
-        f"# FastGPU sweep report: {sweep_dir}",
-        "",
-        recommendation,
-        "",
-        f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed. "
-        f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; "
-        "speed-up, Δacc and memory ratio are against it.",
-        "",
-        markdown_table(rows),
-        "",
-    ]
+    lines = [f"# FastGPU sweep report: {sweep_dir}", "",
+             f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed.", ""]  # fmt: skip
+    lines += sections
     if failed:
         lines += (
             ["## Failed points", ""]
@@ -196,7 +204,8 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01) -> d
         )
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "recommendation": recommendation, "failed": failed, "plots": plots, "baseline": baseline}
+    return {"rows": rows, "recommendation": recommendation, "failed": failed, "plots": plots, "baseline": baseline,
+            "timed_together": overlaps}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -210,6 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--tolerance", type=float, default=None, help="accuracy (fraction) the recommendation may give up"
     )
+    parser.add_argument("--min-gain", type=float, default=None, help="speed-up a point must reliably beat (0.03)")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
@@ -228,7 +238,8 @@ def main(argv=None) -> int:
         if args.tolerance is not None
         else OmegaConf.select(saved, "report.accuracy_tolerance", default=0.01)
     )
-    report = build_report(sweep_dir, baseline, tolerance)
+    min_gain = args.min_gain if args.min_gain is not None else OmegaConf.select(saved, "report.min_gain", default=0.03)
+    report = build_report(sweep_dir, baseline, tolerance, min_gain)
     if not report["rows"]:
         print(f"fastgpu.report: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}", file=sys.stderr)
         return 2

@@ -4,8 +4,10 @@ import math
 import os
 import platform
 import random
+import socket
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from fastgpu.monitor import ResourceMonitor
 from fastgpu.parallel import DistEnv, all_reduce, init_process_group, rank_param_max_diff, shutdown, wrap_model
 from fastgpu.precision import build_precision
 from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, truncate_history, write_metrics
+from fastgpu.sweep import truthful
 
 
 @dataclass
@@ -66,14 +69,19 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     p = recorder.open(job, meter)
     M.reset_peak_memory(job.device)
     monitor.start()
+    started_at = utc_now()
     try:
         with PreemptionWatch() as preemption:
             fit(job, p, meter, recorder, preemption)
     finally:
         meter.close()
+    # where and when it trained: the report flags points timed on one host at the same time
+    when = {"host": socket.gethostname(), "started_at": started_at, "ended_at": utc_now()}
     recorder.record_samples(p.step)
     resources = monitor.stop()
-    metrics = summarize(job, p, meter.summary(cfg.data.batch_size, env.world_size, all_reduce, monitor.samples))
+    measured = meter.summary(env.world_size, all_reduce, monitor.samples, cfg.trainer.log_every_n_steps)
+    metrics = summarize(job, p, {**when, **measured})
+    metrics["name"] = recorder.rename(job)  # by what ran: a precision fallback, an unwrapped ddp request
     metrics.update({k: v for k, v in resources.items() if k in ("monitor_samples", "max_gpu_mem_used_mb")})
     if job.pruner is not None:
         job.pruner.finish()
@@ -174,6 +182,20 @@ class Recorder:
         return save_state(path, job.model, job.optimizer, job.scheduler, job.scaler, self.p, self.fingerprint,
                           self.main, complete)  # fmt: skip
 
+    def rename(self, job: Job) -> str:
+        """Name and tag the run by what ran; returns the name."""
+        wandb_cfg = self.cfg.logger.wandb
+        if not wandb_cfg.name:
+            return None
+        requested = {"precision": self.cfg.precision.name, "parallel": self.cfg.parallel.strategy}
+        ran = {"precision": job.precision.name, "parallel": job.parallel}
+        name, tags = truthful(wandb_cfg.name or "", list(wandb_cfg.tags), requested, ran)
+        if job.env.world_size > 1:
+            tags.append(f"global_batch_size={self.cfg.data.batch_size * job.env.world_size}")
+        if self.logger is not None:
+            self.logger.rename(name, tags)
+        return name
+
     def finish(self, metrics: dict) -> None:
         self.history.close()
         write_metrics(self.out_dir, metrics)
@@ -203,6 +225,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         **job.stats,
         "steps": p.step,
         "epochs": p.epoch + 1,
+        "data": cfg.data.name,
         "batch_size": cfg.data.batch_size,
         "global_batch_size": cfg.data.batch_size * env.world_size,
         "world_size": env.world_size,
@@ -220,6 +243,10 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
     if job.parallel == "ddp":
         metrics["rank_param_max_diff"] = rank_param_max_diff(job.model)
     return metrics
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def device_name(device: torch.device) -> str:

@@ -8,18 +8,14 @@ LEVEL = 0.95
 RESAMPLES = 2000
 
 
-def interval_rates(step_times: list, step_samples: list, every: int) -> list:
-    """Samples per second of consecutive groups of `every` steps (a last group shorter than half is merged
-    into the one before): one throughput reading per log interval."""
+def intervals(step_times: list, step_samples: list, every: int) -> tuple:
+    """(samples, seconds) of consecutive groups of `every` steps — one throughput reading per log interval;
+    a last group shorter than half an interval is merged into the one before."""
     bounds = list(range(0, len(step_times), max(every, 1))) + [len(step_times)]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < every / 2:
         del bounds[-2]
-    rates = []
-    for a, b in zip(bounds, bounds[1:]):
-        seconds = sum(step_times[a:b])
-        if seconds > 0:
-            rates.append(sum(step_samples[a:b]) / seconds)
-    return rates
+    pairs = [(sum(step_samples[a:b]), sum(step_times[a:b])) for a, b in zip(bounds, bounds[1:])]
+    return [n for n, _ in pairs], [s for _, s in pairs]
 
 
 def _bootstrap(values: np.ndarray, resamples: int, rng) -> np.ndarray:

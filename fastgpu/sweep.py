@@ -1,5 +1,6 @@
 """What one sweep point knows about its sweep: which keys are swept, its readable name, W&B group and tags."""
 
+import shutil
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -75,3 +76,36 @@ def sweep_group(sweep_dir, experiment=None) -> str:
 
 def task_overrides(hydra_cfg) -> list:
     return [o for o in hydra_cfg.overrides.task if not _key(o).startswith(NOT_A_SETTING)]
+
+
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def keep_hydra_files(point_dir) -> None:
+    """Keep a finished point's .hydra files aside: a resumed sweep (other overrides) rewrites them on start."""
+    hydra_dir = Path(point_dir) / ".hydra"
+    (hydra_dir / "done").mkdir(exist_ok=True)
+    for name in HYDRA_FILES:
+        if (hydra_dir / name).exists():
+            shutil.copy2(hydra_dir / name, hydra_dir / "done" / name)
+
+
+def restore_hydra_files(point_dir) -> None:
+    """Put a finished point's .hydra files back, byte for byte, after a resumed sweep skipped it."""
+    hydra_dir = Path(point_dir) / ".hydra"
+    for name in HYDRA_FILES:
+        if (hydra_dir / "done" / name).exists():
+            shutil.copy2(hydra_dir / "done" / name, hydra_dir / name)
+
+
+def truthful(name: str, tags: list, requested: dict, ran: dict) -> tuple:
+    """(name, tags) of what ran: each requested value that did not run (a precision fallback, a ddp request
+    with one process) is replaced by what did, e.g. 'tf32-cl' -> 'fp32-cl' and tag precision=tf32 -> =fp32."""
+    for key, asked in requested.items():
+        actual = ran.get(key)
+        if actual is None or actual == asked:
+            continue
+        parts = [actual if part == asked else part for part in name.split("-")]
+        name = "-".join(part for part in parts if part != "none") or "baseline"
+        tags = [f"{key}={actual}" if tag == f"{key}={asked}" else tag for tag in tags]
+    return name, tags

@@ -43,6 +43,10 @@ class WandbLogger:
     def log(self, record: dict) -> None:
         self.run.log(record)
 
+    def rename(self, name: str, tags: list) -> None:
+        self.run.name = name
+        self.run.tags = tuple(tags)
+
     def finish(self, summary: dict, exit_code: int = 0) -> None:
         self.run.summary.update({k: v for k, v in summary.items() if v is not None})
         self.run.finish(exit_code=exit_code)

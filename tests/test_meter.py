@@ -55,12 +55,12 @@ class FakeMonitor:
         self.clock.advance(seconds)
 
 
-def run_epochs(meter, monitor, clock, epochs, steps, data_s, step_s, power_of_step, eval_s=5.0):
+def run_epochs(meter, monitor, clock, epochs, steps, data_s, step_s, power_of_step, eval_s=5.0, batch=8):
     def loader():  # the device waits `data_s` for each batch
         for _ in range(steps):
             if data_s:
                 monitor.run(data_s, power_of_step(meter.steps_done), util=10)
-            yield None
+            yield None, torch.zeros(batch)
 
     for _ in range(epochs):
         for _ in meter.batches(loader(), lambda b: b):
@@ -80,11 +80,13 @@ def test_windows_exclude_warmup_and_evaluation_and_give_the_known_energy():
         return 400.0 if step < 3 else 100.0  # compilation burns 400 W, the steady steps 100 W
 
     run_epochs(meter, monitor, clock, epochs=2, steps=5, data_s=0.5, step_s=1.5, power_of_step=power)
-    out = meter.summary(batch_size=8, world_size=1, reduce=all_reduce, samples=monitor.samples)
+    out = meter.summary(world_size=1, reduce=all_reduce, samples=monitor.samples, log_every=2)
 
     assert meter.state.step_times == pytest.approx([2.0] * 10)
     assert out["timed_steps"] == 7 and out["warmup_steps"] == 3
-    assert out["throughput"] == pytest.approx(8 / 2.0)
+    assert out["throughput"] == pytest.approx(8 / 2.0) and out["timed_samples"] == 7 * 8
+    assert out["throughput_intervals"] == pytest.approx([4.0] * 4)  # steady steps in twos: 4-5, 6-7, 8-9, 10
+    assert out["throughput_cv"] == pytest.approx(0.0)
     assert out["data_time_share"] == pytest.approx(0.25)  # 0.5 s of every 2 s step waits for data
     assert out["energy_j"] == pytest.approx(7 * 2.0 * 100.0)  # the 7 steady steps at 100 W, nothing else
     assert out["energy_per_sample_j"] == pytest.approx(100.0 * 2.0 / 8)
@@ -99,21 +101,19 @@ def test_ranks_sum_energy_and_average_utilisation():
     clock = FakeClock()
     monitor = FakeMonitor(clock)
     meter = RunMeter(CPU, warmup_steps=0, monitor=monitor, now=clock)
-    run_epochs(meter, monitor, clock, epochs=1, steps=4, data_s=0.0, step_s=1.0, power_of_step=lambda s: 200.0)
-    other_rank = {"sum": [16, 400.0, 1.0, 30.0, 1.0, 0.0], "max": [8.0, 8.0]}  # rank 1: 16 samples, 400 J, 30 %
+    run_epochs(meter, monitor, clock, epochs=1, steps=4, data_s=0.0, step_s=1.0, power_of_step=lambda s: 200.0, batch=4)
+    # rank 1, call by call: interval samples (sum), interval seconds (max), energy/util (sum), wall (max)
+    other_rank = [[8, 8], [4.0, 4.0], [400.0, 1.0, 30.0, 1.0, 0.0], [8.0]]
 
     def reduce(values, op):
-        return (
-            [a + b for a, b in zip(values, other_rank[op])]
-            if op == "sum"
-            else [max(a, b) for a, b in zip(values, other_rank[op])]
-        )
+        other = other_rank.pop(0)
+        return [a + b for a, b in zip(values, other)] if op == "sum" else [max(a, b) for a, b in zip(values, other)]
 
-    out = meter.summary(batch_size=4, world_size=2, reduce=reduce, samples=monitor.samples)
+    out = meter.summary(world_size=2, reduce=reduce, samples=monitor.samples, log_every=2)
     assert out["energy_j"] == pytest.approx(4 * 200.0 + 400.0)
     assert out["energy_per_sample_j"] == pytest.approx(1200.0 / 32)
     assert out["mean_gpu_util_percent"] == pytest.approx((90.0 + 30.0) / 2)
-    assert out["throughput"] == pytest.approx(32 / 8.0)  # all samples over the slowest rank's time
+    assert out["throughput"] == pytest.approx(16 / 4.0)  # both ranks' samples over the slowest rank's time
 
 
 def test_data_share_reads_high_for_a_slow_loader_and_low_for_data_in_memory():
@@ -123,13 +123,13 @@ def test_data_share_reads_high_for_a_slow_loader_and_low_for_data_in_memory():
         def slow_batches():
             for _ in range(6):
                 time.sleep(fetch_s)
-                yield torch.ones(4)
+                yield torch.ones(4), torch.ones(4)
 
         for _ in meter.batches(slow_batches(), lambda b: b):
             time.sleep(compute_s)
             meter.step_end()
         meter.epoch_end()
-        return meter.summary(4, 1, all_reduce, [])["data_time_share"]
+        return meter.summary(1, all_reduce, [], log_every=2)["data_time_share"]
 
     assert share(fetch_s=0.05, compute_s=0.0) > 0.8
     assert share(fetch_s=0.0, compute_s=0.05) < 0.2
@@ -188,6 +188,8 @@ def test_run_records_the_defined_windows(tmp_path, quiet_wandb):
     )
     metrics = launch(cfg, tmp_path)
     assert metrics["warmup_steps"] == 10 and metrics["timed_steps"] == 30
-    assert metrics["train_time_s"] == pytest.approx(metrics["warmup_time_s"] + 30 * 64 / metrics["throughput"])
+    assert metrics["timed_samples"] == 30 * 64 and len(metrics["throughput_intervals"]) == 3  # 3 log intervals
+    assert metrics["throughput_ci_low"] <= metrics["throughput"] <= metrics["throughput_ci_high"]
+    assert metrics["throughput"] == pytest.approx(sorted(metrics["throughput_intervals"])[1])  # their median
     assert 0 <= metrics["data_time_share"] < 0.5  # digits in memory: the step is compute
     assert "energy_j" not in metrics  # no energy counter on a CPU

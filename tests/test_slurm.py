@@ -110,6 +110,7 @@ def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sbatch = _sbatch_text(sweep_dir)
     assert "--gpus-per-node=2" in sbatch and "--ntasks-per-node=2" in sbatch  # one task per GPU, derived
+    assert "#SBATCH --exclusive" in sbatch  # a whole node per point: nothing else in its timings
     assert read_metrics(sweep_dir / "0")["world_size"] == 2
 
 

@@ -1,0 +1,76 @@
+"""Which point is reliably better: the recommendation (a gain must beat the noise), points timed together,
+points from different hardware kept apart. Torch-free; fastgpu/report.py builds the rows it reads."""
+
+
+def _interval(low, high) -> str:
+    return f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else " (no interval)"
+
+
+def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
+    """The fastest point that is *reliably* faster than the baseline — the lower end of its speed-up's 95%
+    interval above 1 + `min_gain` — within `tolerance` accuracy of it. When the sweep varies compression:
+    by each point's inference speed-up over its own uncompressed model on the same device (`latency_ratio`),
+    the same rule on its interval. Otherwise: keep the baseline, and say what came closest."""
+    ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
+    base = next((r for r in rows if r["baseline"]), None)
+    if not ok or base is None:
+        return "No recommendation: no point finished."
+    eligible = [
+        r for r in ok if r is not base and r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance
+    ]
+    inference = len({r["compression"] for r in ok}) > 1
+    key, low_key, high_key = ("latency_ratio", "latency_ratio_low", "latency_ratio_high") if inference else (
+        "speedup", "speedup_low", "speedup_high")  # fmt: skip
+    measured = [r for r in eligible if r[key] is not None]
+    reliable = [r for r in measured if r[low_key] is not None and r[low_key] > 1 + min_gain]
+    what = "faster at inference" if inference else "faster"
+    if not reliable:
+        closest = max(measured, key=lambda r: r[key], default=None)
+        best = (f" (best: '{closest['name']}', {closest[key]:.2f}x{_interval(closest[low_key], closest[high_key])})"
+                if closest else "")  # fmt: skip
+        return (
+            f"Recommendation: keep the baseline '{base['name']}': no setting is reliably {what} — none has a 95% "
+            f"interval above {1 + min_gain:.2f}x within {100 * tolerance:.1f} accuracy points{best}."
+        )
+    best = max(reliable, key=lambda r: r[key])
+    accuracy = f"accuracy {best['accuracy']:.4f} ({100 * best['accuracy_delta']:+.2f} pts)"
+    if inference:
+        size_text = f", exported size {best['size_ratio']:.2f}x smaller" if best["size_ratio"] else ""
+        return (
+            f"Recommendation: '{best['name']}': {best['latency_ratio']:.2f}x"
+            f"{_interval(best[low_key], best[high_key])} lower inference latency at the batch size than the same "
+            f"model uncompressed ({best['latency_batch_ms_before']:.2f} -> {best['latency_batch_ms_after']:.2f} ms, "
+            f"both on {best['deploy_device'] or 'the training device'}){size_text}, {accuracy}."
+        )
+    costs = []
+    if best["memory_ratio"]:
+        costs.append(f"peak memory {best['memory_ratio']:.2f}x" + (" — much more memory" if best["memory_ratio"] > 1.2
+                                                                    else ""))  # fmt: skip
+    if best["energy_ratio"]:
+        costs.append(f"energy per sample {best['energy_ratio']:.2f}x")
+    return (
+        f"Recommendation: '{best['name']}': {best['speedup']:.2f}x{_interval(best[low_key], best[high_key])} the "
+        f"baseline's throughput ('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), "
+        f"{accuracy}" + "".join(f", {c}" for c in costs) + "."
+    )
+
+
+def timed_together(rows: list) -> list:
+    """Pairs of finished points that trained on the same host at the same time: each slowed the other."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("started_at") and r.get("ended_at")]
+    return [
+        (a, b)
+        for i, a in enumerate(ok)
+        for b in ok[i + 1 :]
+        if a["host"] == b["host"] and a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"]
+    ]
+
+
+def by_device(points: list) -> dict:
+    """Points grouped by the device they ran on: points from different hardware are never compared."""
+    groups = {}
+    for p in points:
+        groups.setdefault(p["metrics"].get("device_name"), []).append(p)
+    if None in groups and len(groups) > 1:  # pending and failed points: with the first device's group
+        groups[next(k for k in groups if k is not None)] += groups.pop(None)
+    return groups

@@ -1,0 +1,220 @@
+"""A recommendation you can trust: spread, a gain that must beat the noise, names from what ran, timing
+isolation, hardware kept apart, plots that read at a glance."""
+
+import itertools
+
+import matplotlib
+import numpy as np
+import pytest
+import yaml
+from conftest import compose_cfg, offline_runs, run_cli
+
+from fastgpu.launch import launch
+from fastgpu.plots import curves_figure, throughput_figure
+from fastgpu.report import build_report, collect_points
+from fastgpu.results import HistoryWriter, read_metrics, write_metrics
+
+matplotlib.use("Agg")
+
+
+def write_point(sweep_dir, number, name, rates, accuracy=0.95, **extra):
+    """A finished sweep point as FastGPU writes it: .hydra/overrides.yaml and metrics.json."""
+    point = sweep_dir / str(number)
+    (point / ".hydra").mkdir(parents=True)
+    (point / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"+point={name}"]))
+    metrics = {
+        "status": "ok",
+        "name": name,
+        "throughput": float(np.median(rates)),
+        "throughput_intervals": list(rates),
+        "accuracy": accuracy,
+        "precision_mode": "fp32",
+        "compile": False,
+        "channels_last": False,
+        "peak_rss_mb": 900.0,
+        "compression": "none",
+        **extra,
+    }
+    write_metrics(point, metrics)
+    history = HistoryWriter(point)
+    for step in (1, 10, 20):
+        history.write({"step": step, "train/loss": 2.0 / step})
+    history.write({"step": 20, "val/accuracy": accuracy})
+    history.close()
+
+
+def noisy_rates(mean, n=16, noise=0.05, seed=0):
+    return list(mean * (1 + noise * np.random.default_rng(seed).standard_normal(n)))
+
+
+@pytest.mark.parametrize("second_mean", [1000.0, 1010.0])  # the same setting twice; a 1% "gain" inside 5% noise
+def test_identical_settings_never_recommend_a_change(tmp_path, second_mean):
+    write_point(tmp_path, 0, "fp32", noisy_rates(1000.0, seed=1))
+    write_point(tmp_path, 1, "fp32-cl", noisy_rates(second_mean, seed=2))
+    report = build_report(tmp_path, ["+point=fp32"])
+    assert report["recommendation"].startswith("Recommendation: keep the baseline 'fp32': no setting is reliably")
+    assert "best: 'fp32-cl'" in report["recommendation"]
+
+
+def test_a_reliable_gain_is_recommended_with_its_interval_and_its_memory_cost(tmp_path):
+    write_point(tmp_path, 0, "fp32", noisy_rates(1000.0, seed=1))
+    write_point(tmp_path, 1, "bf16", noisy_rates(1500.0, seed=2), peak_rss_mb=1800.0)
+    rec = build_report(tmp_path, ["+point=fp32"])["recommendation"]
+    assert rec.startswith("Recommendation: 'bf16': ") and "peak memory 2.00x — much more memory" in rec
+    ratio = float(rec.split("': ")[1].split("x")[0])
+    low, high = (float(v) for v in rec.split("[")[1].split("]")[0].split(", "))
+    assert 1.03 < low < ratio < high and ratio == pytest.approx(1.5, rel=0.05)
+
+
+def test_points_from_different_gpus_are_compared_only_within_their_gpu(tmp_path):
+    write_point(tmp_path, 0, "fp32", noisy_rates(1000.0, seed=1), device_name="NVIDIA H200")
+    write_point(tmp_path, 1, "bf16", noisy_rates(3000.0, seed=2), device_name="NVIDIA H200")
+    write_point(tmp_path, 2, "fp32", noisy_rates(500.0, seed=3), device_name="NVIDIA A100")
+    report = build_report(tmp_path)
+    lines = report["recommendation"].splitlines()
+    assert lines[0].startswith("On NVIDIA H200: Recommendation: 'bf16'") and lines[1].startswith("On NVIDIA A100:")
+    text = (tmp_path / "report.md").read_text()
+    assert "## On NVIDIA H200" in text and "## On NVIDIA A100" in text
+    assert sum(r["baseline"] for r in report["rows"]) == 2  # one baseline per device
+
+
+def test_points_timed_together_are_flagged(tmp_path):
+    common = {"host": "node1", "device_name": "cpu"}
+    write_point(
+        tmp_path,
+        0,
+        "fp32",
+        noisy_rates(1000.0),
+        started_at="2026-11-26T10:00:00",
+        ended_at="2026-11-26T10:05:00",
+        **common,
+    )
+    write_point(
+        tmp_path,
+        1,
+        "bf16",
+        noisy_rates(1000.0),
+        started_at="2026-11-26T10:04:00",
+        ended_at="2026-11-26T10:09:00",
+        **common,
+    )
+    write_point(
+        tmp_path,
+        2,
+        "fp16",
+        noisy_rates(1000.0),
+        started_at="2026-11-26T10:10:00",
+        ended_at="2026-11-26T10:12:00",
+        **common,
+    )
+    report = build_report(tmp_path)
+    assert [(a["name"], b["name"]) for a, b in report["timed_together"]] == [("fp32", "bf16")]
+    assert (
+        "Caution: points timed at the same time on one machine ('fp32' and 'bf16' on node1)" in report["recommendation"]
+    )
+
+
+def test_a_planted_slowdown_is_detected_with_non_overlapping_intervals(tmp_path):
+    sweep = tmp_path / "s"
+    result = run_cli(
+        "-m",
+        "trainer.sleep_ms=0,15",
+        "trainer.max_steps=160",
+        "trainer.log_every_n_steps=10",
+        "trainer.progress_bar=false",
+        "inference.benchmark=false",
+        "export=[]",
+        f"hydra.sweep.dir={sweep}",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    fast, slow = read_metrics(sweep / "0"), read_metrics(sweep / "1")
+    assert slow["throughput_ci_high"] < fast["throughput_ci_low"]  # the intervals do not overlap
+    rows = {r["point"]: r for r in build_report(sweep)["rows"]}
+    assert rows[1]["speedup_high"] < 1 and rows[0]["baseline"]
+    assert "keep the baseline" in result.stdout
+
+
+def test_throughput_counts_the_samples_actually_trained(tmp_path, quiet_wandb):
+    cfg = compose_cfg(
+        "data.drop_last=false",
+        "trainer.epochs=2",
+        "trainer.warmup_steps=5",
+        "trainer.progress_bar=false",
+        "export=[]",
+        "inference.benchmark=false",
+    )
+    metrics = launch(cfg, tmp_path)
+    assert metrics["steps"] == 2 * 23  # 22 full batches of 64 and one of 29, twice
+    assert metrics["timed_samples"] == 2 * 1437 - 5 * 64  # not 41 x 64
+    assert sum(metrics["throughput_intervals"]) / len(metrics["throughput_intervals"]) < 1.2 * metrics["throughput"]
+
+
+def test_a_fallback_point_is_named_by_what_ran_and_resume_leaves_ok_points_untouched(tmp_path):
+    sweep = tmp_path / "s"
+    common = [
+        "trainer.max_steps=20",
+        "trainer.progress_bar=false",
+        "inference.benchmark=false",
+        "export=[]",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = run_cli("-m", "precision=fp32,tf32", *common, env={"WANDB_MODE": "offline"})
+    assert first.returncode == 1 and read_metrics(sweep / "1")["status"] == "failed"  # no tf32 on a CPU
+    kept = {f: (sweep / "0" / f).read_bytes() for f in ["metrics.json", ".hydra/overrides.yaml", ".hydra/config.yaml"]}
+    again = run_cli(
+        "-m", "precision=fp32,tf32", "precision.fallback=fp32", "+resume=true", *common, env={"WANDB_MODE": "offline"}
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all((sweep / "0" / f).read_bytes() == kept[f] for f in kept)  # the ok point, byte for byte
+    ran = read_metrics(sweep / "1")
+    assert ran["precision_mode"] == "fp32" and ran["name"] == "fp32"
+    row = next(r for r in collect_points(sweep) if r["point"] == 1)
+    assert row["metrics"]["name"] == "fp32"
+    (run,) = [r for r in offline_runs(sweep / "1") if r["summary"].get("status") == "ok"]
+    assert run["name"] == "fp32" and "precision=fp32" in run["tags"] and "precision=tf32" not in run["tags"]
+
+
+@pytest.mark.slow
+def test_the_local_launcher_times_one_point_at_a_time(tmp_path):
+    sweep = tmp_path / "s"
+    result = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        "model.width=8,16",
+        "trainer.max_steps=30",
+        "trainer.progress_bar=false",
+        "inference.benchmark=false",
+        "export=[]",
+        f"hydra.sweep.dir={sweep}",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = read_metrics(sweep / "0"), read_metrics(sweep / "1")
+    assert a["ended_at"] <= b["started_at"] or b["ended_at"] <= a["started_at"]
+    assert "Caution" not in result.stdout
+
+
+def _text_boxes(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+
+
+def test_plots_labels_never_overlap_and_a_one_point_front_draws_no_legend_entry(tmp_path):
+    for i, (name, speed, acc) in enumerate(
+        [("fp32", 1000, 0.95), ("fp32-cl", 1003, 0.951), ("bf16", 1002, 0.950), ("bf16-cl", 1500, 0.96)]
+    ):
+        write_point(tmp_path, i, name, noisy_rates(speed, seed=i), accuracy=acc)
+    rows = build_report(tmp_path)["rows"]
+    fig = throughput_figure(rows, "accuracy", "validation accuracy")
+    boxes = _text_boxes(fig)
+    legend = {text.split(". ", 1)[1] for text, _ in boxes if ". " in text}
+    assert legend == {"fp32 (baseline)", "fp32-cl", "bf16", "bf16-cl"}  # every point named, in the legend
+    for (a_text, a), (b_text, b) in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), (a_text, b_text)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "Pareto front" not in labels  # bf16-cl beats every other point: a front of one is no front
+    curves = curves_figure(collect_points(tmp_path))
+    assert all(ax.lines and ax.get_legend() is not None for ax in curves.axes)  # a legend on every panel
