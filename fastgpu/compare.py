@@ -1,5 +1,8 @@
 """Which point is reliably better: the recommendation (a gain must beat the noise), points timed together,
-points from different hardware kept apart. Torch-free; fastgpu/report.py builds the rows it reads."""
+points from different hardware kept apart, repeats pooled. Torch-free; fastgpu/report.py builds the rows it
+reads."""
+
+from fastgpu.stats import cv, median_ci
 
 
 def _interval(low, high) -> str:
@@ -74,3 +77,33 @@ def by_device(points: list) -> dict:
     if None in groups and len(groups) > 1:  # pending and failed points: with the first device's group
         groups[next(k for k in groups if k is not None)] += groups.pop(None)
     return groups
+
+
+def pool_repeats(points: list) -> list:
+    """Points that differ only in `trainer.seed` are repeats of one setting (other data orders): one point
+    whose throughput is the median of all their interval rates, its interval over all of them, and the
+    mean of their accuracies. Sweep `trainer.seed=0,1,2` to repeat every setting three times."""
+    groups = {}
+    for p in points:
+        setting = tuple(sorted(o for o in p["overrides"] if not o.lstrip("+").startswith("trainer.seed=")))
+        key = (p["metrics"].get("device_name"), setting)  # repeats on other hardware are not repeats
+        groups.setdefault(key, []).append(p)
+    pooled = []
+    for group in groups.values():
+        ok = [p for p in group if p["metrics"].get("status") == "ok" and p["metrics"].get("throughput_intervals")]
+        if len(ok) < 2:
+            pooled += group
+            continue
+        rates = [rate for p in ok for rate in p["metrics"]["throughput_intervals"]]
+        median, low, high = median_ci(rates)
+        first = ok[0]
+        metrics = {**first["metrics"], "throughput": median, "throughput_ci_low": low, "throughput_ci_high": high,
+                   "throughput_cv": cv(rates), "throughput_intervals": rates, "repeats": len(ok),
+                   "name": "-".join(part for part in first["metrics"]["name"].split("-")
+                                    if not part.startswith("seed")) or "baseline"}  # fmt: skip
+        for key in ("accuracy", "precision", "recall", "f1"):
+            values = [p["metrics"][key] for p in ok if p["metrics"].get(key) is not None]
+            metrics[key] = sum(values) / len(values) if values else None
+        pooled.append({**first, "metrics": metrics, "history": first["history"]})
+        pooled += [p for p in group if p not in ok]
+    return sorted(pooled, key=lambda p: p["point"])

@@ -36,6 +36,7 @@ FIGURES = [
     Figure("throughput_ci_high", "  95% interval, high", "{:,.0f}", "higher", "speed"),
     Figure("throughput_cv", "  CV over log intervals", "{:.1%}", "lower", "speed", header="CV"),
     Figure("timed_samples", "samples timed", "{:,}", "", "speed", summary=False),
+    Figure("repeats", "repeats pooled", "{}", "", "speed", summary=False, header="repeats"),
     _compare("speedup", "speed-up", "{:.2f}x", "higher"),
     Figure("speedup_low", "speed-up 95% low", "{:.3f}", "higher", "comparison", summary=False),
     Figure("speedup_high", "speed-up 95% high", "{:.3f}", "higher", "comparison", summary=False),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fastgpu.compare import by_device, recommend, timed_together
+from fastgpu.compare import by_device, pool_repeats, recommend, timed_together
 from fastgpu.figures import BY_KEY, csv_keys, report_columns, show
 from fastgpu.plots import write_plots
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
@@ -157,7 +157,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
     """Write results.csv, report.md and the plots into `sweep_dir`; return what was found. Each device
     the sweep ran on gets its own baseline, table and recommendation."""
     sweep_dir = Path(sweep_dir)
-    points = collect_points(sweep_dir)
+    points = pool_repeats(collect_points(sweep_dir))
     groups = by_device(points)
     rows, sections, recommendations, baseline = [], [], [], None
     for device, group in groups.items():

@@ -17,11 +17,11 @@ from fastgpu.results import HistoryWriter, read_metrics, write_metrics
 matplotlib.use("Agg")
 
 
-def write_point(sweep_dir, number, name, rates, accuracy=0.95, **extra):
+def write_point(sweep_dir, number, name, rates, accuracy=0.95, overrides=None, **extra):
     """A finished sweep point as FastGPU writes it: .hydra/overrides.yaml and metrics.json."""
     point = sweep_dir / str(number)
     (point / ".hydra").mkdir(parents=True)
-    (point / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"+point={name}"]))
+    (point / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or [f"+point={name}"]))
     metrics = {
         "status": "ok",
         "name": name,
@@ -64,6 +64,25 @@ def test_a_reliable_gain_is_recommended_with_its_interval_and_its_memory_cost(tm
     ratio = float(rec.split("': ")[1].split("x")[0])
     low, high = (float(v) for v in rec.split("[")[1].split("]")[0].split(", "))
     assert 1.03 < low < ratio < high and ratio == pytest.approx(1.5, rel=0.05)
+
+
+def test_repeats_that_differ_only_in_seed_are_pooled(tmp_path):
+    settings = [("fp32", 0, 1000.0), ("fp32", 1, 1000.0), ("bf16", 0, 1500.0), ("bf16", 1, 1500.0)]
+    for i, (precision, seed, mean) in enumerate(settings):
+        overrides = [f"precision={precision}", f"trainer.seed={seed}"]
+        write_point(
+            tmp_path,
+            i,
+            f"{precision}-seed{seed}",
+            noisy_rates(mean, n=8, seed=i),
+            overrides=overrides,
+            accuracy=0.9 + 0.01 * seed,
+        )
+    report = build_report(tmp_path, ["precision=fp32"])
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"fp32", "bf16"} and rows["bf16"]["repeats"] == 2
+    assert rows["bf16"]["accuracy"] == pytest.approx(0.905)  # the mean of the repeats
+    assert rows["bf16"]["speedup_low"] > 1.3 and report["recommendation"].startswith("Recommendation: 'bf16'")
 
 
 def test_points_from_different_gpus_are_compared_only_within_their_gpu(tmp_path):

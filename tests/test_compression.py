@@ -141,6 +141,7 @@ def test_compression_sweep_report_has_before_after_columns(tmp_path):
     assert float(rows["quantize_static"]["quantized_weight_ratio"]) >= 3.5
     report = (sweep_dir / "report.md").read_text()
     assert "acc before" in report and "size ratio" in report and "latency ratio" in report
+    assert "latency ms" in report and " samples/s " not in report  # compression changes inference, not training
 
 
 def test_unsharing_activations_keeps_the_function():
