@@ -15,6 +15,7 @@ from fastgpu.report import build_report, collect_points
 from fastgpu.results import HistoryWriter, read_metrics, write_metrics
 
 matplotlib.use("Agg")
+QUICK = ["trainer.progress_bar=false", "inference.benchmark=false", "export=[]"]  # no time spent after training
 
 
 def write_point(sweep_dir, number, name, rates, accuracy=0.95, overrides=None, **extra):
@@ -140,9 +141,7 @@ def test_a_planted_slowdown_is_detected_with_non_overlapping_intervals(tmp_path)
         "trainer.sleep_ms=0,15",
         "trainer.max_steps=160",
         "trainer.log_every_n_steps=10",
-        "trainer.progress_bar=false",
-        "inference.benchmark=false",
-        "export=[]",
+        *QUICK,
         f"hydra.sweep.dir={sweep}",
         env={"WANDB_MODE": "disabled"},
     )
@@ -173,9 +172,7 @@ def test_a_fallback_point_is_named_by_what_ran_and_resume_leaves_ok_points_untou
     sweep = tmp_path / "s"
     common = [
         "trainer.max_steps=20",
-        "trainer.progress_bar=false",
-        "inference.benchmark=false",
-        "export=[]",
+        *QUICK,
         f"hydra.sweep.dir={sweep}",
     ]
     first = run_cli("-m", "precision=fp32,tf32", *common, env={"WANDB_MODE": "offline"})
@@ -202,9 +199,7 @@ def test_the_local_launcher_times_one_point_at_a_time(tmp_path):
         "hydra/launcher=local",
         "model.width=8,16",
         "trainer.max_steps=30",
-        "trainer.progress_bar=false",
-        "inference.benchmark=false",
-        "export=[]",
+        *QUICK,
         f"hydra.sweep.dir={sweep}",
         env={"WANDB_MODE": "disabled"},
     )
