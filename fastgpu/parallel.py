@@ -1,15 +1,18 @@
-"""Process groups and model wrapping: one process, DDP or FSDP2; launched by FastGPU, torchrun or srun."""
+"""A rank's process: its device, threads and seeds; process groups and model wrapping (one process, DDP or
+FSDP2), launched by FastGPU, torchrun or srun."""
 
 import os
+import random
 import socket
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastgpu.errors import choose
+from fastgpu.errors import FastGPUError, choose
 
 
 @dataclass
@@ -120,3 +123,33 @@ def all_reduce(values: list, op: str = "sum") -> list:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
     return tensor.tolist()
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FastGPUError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise FastGPUError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def set_cpu_threads(num_threads) -> None:
+    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False

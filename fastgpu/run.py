@@ -1,16 +1,13 @@
 """One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
 
 import math
-import os
 import platform
-import random
 import socket
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 
@@ -25,7 +22,17 @@ from fastgpu.loop import fit
 from fastgpu.meter import RunMeter
 from fastgpu.models import build_model, model_stats
 from fastgpu.monitor import ResourceMonitor
-from fastgpu.parallel import DistEnv, all_reduce, init_process_group, rank_param_max_diff, shutdown, wrap_model
+from fastgpu.parallel import (
+    DistEnv,
+    all_reduce,
+    init_process_group,
+    rank_param_max_diff,
+    resolve_device,
+    seed_everything,
+    set_cpu_threads,
+    shutdown,
+    wrap_model,
+)
 from fastgpu.precision import build_precision
 from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, truncate_history, write_metrics
 from fastgpu.sweep import truthful
@@ -251,33 +258,3 @@ def utc_now() -> str:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-
-
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FastGPUError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    elif device.type != "cpu":
-        raise FastGPUError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def set_cpu_threads(num_threads) -> None:
-    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
