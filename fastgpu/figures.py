@@ -31,7 +31,7 @@ def _compare(key, header, fmt, better, scale=1.0):
 
 
 FIGURES = [
-    Figure("throughput", "throughput (samples/s, median)", "{:,.0f}", "higher", "speed", header="samples/s"),
+    Figure("throughput", "throughput (samples/s)", "{:,.0f}", "higher", "speed", header="samples/s"),
     Figure("throughput_ci_low", "  95% interval, low", "{:,.0f}", "higher", "speed"),
     Figure("throughput_ci_high", "  95% interval, high", "{:,.0f}", "higher", "speed"),
     Figure("throughput_cv", "  CV over log intervals", "{:.1%}", "lower", "speed", header="CV"),
