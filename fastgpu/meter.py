@@ -118,8 +118,11 @@ class RunMeter:
         synchronize(self.device)
         self._epoch_started = self.now()
         self._epoch_energy = self._energy()
-        self._open_window("steady" if self.steps_done >= self.warmup_steps else "warmup")
+        steady = self.steps_done >= self.warmup_steps
+        self._open_window("steady" if steady else "warmup")
         self.clock.start()
+        if steady:  # no warm-up left (warmup_steps=0, a resumed run): check from the first step
+            self._arm()
 
     def _warmup_done(self) -> None:
         with self.sync_allowed():
