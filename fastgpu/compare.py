@@ -22,15 +22,16 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
         r for r in ok if r is not base and r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance
     ]
     inference = len({r["compression"] for r in ok}) > 1
-    key, low_key, high_key = ("latency_ratio", "latency_ratio_low", "latency_ratio_high") if inference else (
-        "speedup", "speedup_low", "speedup_high")  # fmt: skip
+    key = "latency_ratio" if inference else "speedup"
+    low_key, high_key = f"{key}_low", f"{key}_high"
     measured = [r for r in eligible if r[key] is not None]
     reliable = [r for r in measured if r[low_key] is not None and r[low_key] > 1 + min_gain]
     what = "faster at inference" if inference else "faster"
     if not reliable:
         closest = max(measured, key=lambda r: r[key], default=None)
-        best = (f" (best: '{closest['name']}', {closest[key]:.2f}x{_interval(closest[low_key], closest[high_key])})"
-                if closest else "")  # fmt: skip
+        best = ""
+        if closest:
+            best = f" (best: '{closest['name']}', {closest[key]:.2f}x{_interval(closest[low_key], closest[high_key])})"
         return (
             f"Recommendation: keep the baseline '{base['name']}': no setting is reliably {what} — none has a 95% "
             f"interval above {1 + min_gain:.2f}x within {100 * tolerance:.1f} accuracy points{best}."
@@ -47,8 +48,8 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
         )
     costs = []
     if best["memory_ratio"]:
-        costs.append(f"peak memory {best['memory_ratio']:.2f}x" + (" — much more memory" if best["memory_ratio"] > 1.2
-                                                                    else ""))  # fmt: skip
+        much = " — much more memory" if best["memory_ratio"] > 1.2 else ""
+        costs.append(f"peak memory {best['memory_ratio']:.2f}x{much}")
     if best["energy_ratio"]:
         costs.append(f"energy per sample {best['energy_ratio']:.2f}x")
     return (
