@@ -98,10 +98,17 @@ def pool_repeats(points: list) -> list:
         rates = [rate for p in ok for rate in p["metrics"]["throughput_intervals"]]
         median, low, high = median_ci(rates)
         first = ok[0]
-        metrics = {**first["metrics"], "throughput": median, "throughput_ci_low": low, "throughput_ci_high": high,
-                   "throughput_cv": cv(rates), "throughput_intervals": rates, "repeats": len(ok),
-                   "name": "-".join(part for part in first["metrics"]["name"].split("-")
-                                    if not part.startswith("seed")) or "baseline"}  # fmt: skip
+        metrics = {
+            **first["metrics"],
+            "throughput": median,
+            "throughput_ci_low": low,
+            "throughput_ci_high": high,
+            "throughput_cv": cv(rates),
+            "throughput_intervals": rates,
+            "repeats": len(ok),
+            "name": "-".join(part for part in first["metrics"]["name"].split("-") if not part.startswith("seed"))
+            or "baseline",
+        }
         for key in ("accuracy", "precision", "recall", "f1"):
             values = [p["metrics"][key] for p in ok if p["metrics"].get(key) is not None]
             metrics[key] = sum(values) / len(values) if values else None

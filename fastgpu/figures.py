@@ -87,13 +87,11 @@ FIGURES = [
     Figure("size_ratio", "exported size smaller by", "{:.2f}x", "higher", "compression", header="size ratio"),
     Figure(
         "quantized_weight_ratio", "int8 weights smaller by", "{:.2f}x", "higher", "compression", header="int8 weights"
-    ),  # fmt: skip
+    ),
     Figure("latency_b1_ms_before", "batch-1 latency before (ms)", "{:.2f}", "lower", "compression", summary=False),
     Figure("latency_b1_ms_after", "batch-1 latency after (ms)", "{:.2f}", "lower", "compression"),
     Figure("latency_batch_ms_before", "batch latency before (ms)", "{:.2f}", "lower", "compression"),
-    Figure(
-        "latency_batch_ms_after", "batch latency after (ms)", "{:.2f}", "lower", "compression", header="latency ms"
-    ),  # fmt: skip
+    Figure("latency_batch_ms_after", "batch latency after (ms)", "{:.2f}", "lower", "compression", header="latency ms"),
     Figure(
         "latency_batch_ms_iqr_after",
         "  its interquartile range (ms)",
@@ -101,13 +99,13 @@ FIGURES = [
         "lower",
         "compression",
         header="IQR ms",
-    ),  # fmt: skip
+    ),
     Figure("latency_ratio", "batch latency lower by", "{:.2f}x", "higher", "compression", header="latency ratio"),
     Figure("latency_ratio_low", "  95% interval, low", "{:.2f}x", "higher", "compression", summary=False),
     Figure("latency_ratio_high", "  95% interval, high", "{:.2f}x", "higher", "compression", summary=False),
     Figure(
         "latency_interval", "95% interval", "{}", "", "compression", summary=False, header="95% interval", csv=False
-    ),  # fmt: skip
+    ),
     Figure("structured_speedup", "structured pruning", "{}", "", "compression", summary=False),
     Figure("sparse24_layers", "2:4 sparse layers", "{}", "", "compression", summary=False),
     Figure("sparse24_flops_share", "2:4 share of FLOPs", "{:.1%}", "", "compression", summary=False),
@@ -118,7 +116,7 @@ FIGURES = [
     Figure("train/loss", "train loss", better="lower", group="history", summary=False, csv=False, wandb="min"),
     Figure(
         "train/samples_per_s", "samples/s", better="higher", group="history", summary=False, csv=False, wandb="mean"
-    ),  # fmt: skip
+    ),
 ]
 BY_KEY = {f.key: f for f in FIGURES}
 FIRST = ("status", "name", "error_type", "error")

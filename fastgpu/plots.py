@@ -74,8 +74,11 @@ def write_plots(rows: list, points: list, out_dir: Path) -> list:
         paths.append(_save(throughput_figure(rows, y, label, higher), out_dir / f"{name}.png"))
 
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(ok) + 1)))
-    ax.barh([r["name"] for r in ok], [r["peak_memory_mb"] or 0 for r in ok],
-            color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok])  # fmt: skip
+    ax.barh(
+        [r["name"] for r in ok],
+        [r["peak_memory_mb"] or 0 for r in ok],
+        color=["tab:orange" if r["baseline"] else "tab:blue" for r in ok],
+    )
     kind = "allocated device memory" if any(p["metrics"].get("peak_mem_allocated_mb") for p in points) else "RSS"
     ax.set(xlabel=f"peak memory (MB, {kind})", title="Peak memory per point (orange: baseline)")
     ax.invert_yaxis()

@@ -193,8 +193,12 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         writer.writerows(rows)
     plots = write_plots(rows, points, sweep_dir) if rows else []
     failed = [r for r in rows if r["status"] not in ("ok", "pending")]
-    lines = [f"# FastGPU sweep report: {sweep_dir}", "",
-             f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed.", ""]  # fmt: skip
+    lines = [
+        f"# FastGPU sweep report: {sweep_dir}",
+        "",
+        f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed.",
+        "",
+    ]
     lines += sections
     if failed:
         lines += (
@@ -204,8 +208,14 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         )
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "recommendation": recommendation, "failed": failed, "plots": plots, "baseline": baseline,
-            "timed_together": overlaps}  # fmt: skip
+    return {
+        "rows": rows,
+        "recommendation": recommendation,
+        "failed": failed,
+        "plots": plots,
+        "baseline": baseline,
+        "timed_together": overlaps,
+    }
 
 
 def main(argv=None) -> int:

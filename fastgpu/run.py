@@ -3,7 +3,6 @@
 import math
 import platform
 import socket
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ from hydra.utils import instantiate
 
 import fastgpu
 from fastgpu import metrics as M
-from fastgpu.checkpoint import PreemptionWatch, Progress, config_fingerprint, load_state, resumable_state, save_state
+from fastgpu.checkpoint import PreemptionWatch, Progress
 from fastgpu.compression import training_hook
 from fastgpu.data import build_data
 from fastgpu.errors import FastGPUError
@@ -34,8 +33,8 @@ from fastgpu.parallel import (
     wrap_model,
 )
 from fastgpu.precision import build_precision
-from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, truncate_history, write_metrics
-from fastgpu.sweep import truthful
+from fastgpu.recorder import Recorder
+from fastgpu.results import write_metrics
 
 
 @dataclass
@@ -126,87 +125,23 @@ def build(cfg, env: DistEnv) -> Job:
         )
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     return Job(
-        cfg=cfg, env=env, device=device, precision=precision, data=data, model=model, parallel=parallel,
-        forward=torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model, optimizer=optimizer,
+        cfg=cfg,
+        env=env,
+        device=device,
+        precision=precision,
+        data=data,
+        model=model,
+        parallel=parallel,
+        forward=torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model,
+        optimizer=optimizer,
         scheduler=instantiate(cfg.scheduler)(optimizer, total_steps=total_steps),  # None: constant lr
         pruner=training_hook(cfg.compression, bare, total_steps),  # None unless gradual pruning
-        memory_format=memory_format, total_steps=total_steps, epochs=math.ceil(total_steps / steps_per_epoch),
-        metrics=M.eval_metrics(cfg.data.num_classes, device), stats=stats,
-    )  # fmt: skip
-
-
-class Recorder:
-    """What a run writes: history.jsonl and the W&B run (rank 0), checkpoint.pt (gathered from every rank)."""
-
-    def __init__(self, cfg, out_dir: Path, main: bool, monitor):
-        self.cfg, self.out_dir, self.main, self.monitor = cfg, Path(out_dir), main, monitor
-        self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
-        self.fingerprint = config_fingerprint(cfg)
-        self.history = self.logger = None
-
-    def open(self, job: Job, meter: RunMeter) -> Progress:
-        """Resume an unfinished checkpoint of this same configuration (a requeued job, +resume), open the
-        history and the W&B run; returns the progress to continue from."""
-        self.p = Progress()
-        saved = resumable_state(self.checkpoint_path, self.fingerprint)
-        if saved is not None:
-            if job.pruner is not None:
-                raise FastGPUError(
-                    "a run with compression.schedule=gradual cannot resume; rerun it or use schedule=oneshot"
-                )
-            self.p = load_state(saved, job.model, job.optimizer, job.scheduler, job.scaler)
-            meter.load_state_dict(self.p.meter)
-            if self.main:
-                truncate_history(self.out_dir, self.p.history_lines)
-                print(f"fastgpu: resuming {self.out_dir} at step {self.p.step} (epoch {self.p.epoch}, "
-                      f"batch {self.p.batch_in_epoch})", file=sys.stderr)  # fmt: skip
-        if self.main:
-            from fastgpu.wandb_logger import WandbLogger
-
-            self.history = HistoryWriter(self.out_dir)
-            self.logger = WandbLogger(self.cfg, self.out_dir, resume_id=self.p.wandb_id)
-            self.p.wandb_id = self.logger.run.id
-        return self.p
-
-    def record(self, entry: dict) -> None:
-        if self.main:
-            self.history.write(entry)
-            self.logger.log(entry)
-            self.p.history_lines += 1
-
-    def record_samples(self, step: int) -> None:
-        """The resource sampler's samples since the last call, as history records at `step`."""
-        for sample in self.monitor.drain():
-            self.record({"step": step, **sample})
-
-    def checkpoint(self, job: Job, meter: RunMeter, complete: bool = False) -> dict:
-        """Save the full training state (a collective under FSDP); returns the model state."""
-        keep = self.cfg.trainer.checkpoint or not complete
-        if self.main and not keep:
-            self.checkpoint_path.unlink(missing_ok=True)  # no stale periodic state once the run is done
-        self.p.meter = meter.state_dict()
-        path = self.checkpoint_path if keep else None
-        return save_state(path, job.model, job.optimizer, job.scheduler, job.scaler, self.p, self.fingerprint,
-                          self.main, complete)  # fmt: skip
-
-    def rename(self, job: Job) -> str:
-        """Name and tag the run by what ran; returns the name."""
-        wandb_cfg = self.cfg.logger.wandb
-        if not wandb_cfg.name:
-            return None
-        requested = {"precision": self.cfg.precision.name, "parallel": self.cfg.parallel.strategy}
-        ran = {"precision": job.precision.name, "parallel": job.parallel}
-        name, tags = truthful(wandb_cfg.name or "", list(wandb_cfg.tags), requested, ran)
-        if job.env.world_size > 1:
-            tags.append(f"global_batch_size={self.cfg.data.batch_size * job.env.world_size}")
-        if self.logger is not None:
-            self.logger.rename(name, tags)
-        return name
-
-    def finish(self, metrics: dict) -> None:
-        self.history.close()
-        write_metrics(self.out_dir, metrics)
-        self.logger.finish(metrics)
+        memory_format=memory_format,
+        total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch),
+        metrics=M.eval_metrics(cfg.data.num_classes, device),
+        stats=stats,
+    )
 
 
 def summarize(job: Job, p: Progress, measured: dict) -> dict:
