@@ -113,6 +113,7 @@ def compression_sweep(rows: list) -> bool:
     return len({r["compression"] for r in rows if r["status"] == "ok"}) > 1
 
 
+NOISY_CV = 0.2  # per-interval rates varying more than this: the report says the timings are noisy
 TRAINING_SPEED = ("throughput", "throughput_cv", "speedup", "speedup_interval")
 
 
@@ -183,6 +184,15 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         caveat = (
             f"Caution: points timed at the same time on one machine ({pairs}) measured each other as much as "
             "themselves; run one point at a time (hydra.launcher.max_parallel_points=1) before acting on them."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
+    noisy = [r for r in rows if r["status"] == "ok" and (r.get("throughput_cv") or 0) > NOISY_CV]
+    if noisy:
+        names = ", ".join(f"'{r['name']}' (CV {r['throughput_cv']:.0%})" for r in noisy)
+        caveat = (
+            f"Caution: noisy timings — {names} varied by more than {NOISY_CV:.0%} between log intervals; something "
+            "else was using the machine, or the intervals are too short (raise trainer.log_every_n_steps)."
         )
         recommendation += "\n" + caveat
         sections = [caveat, ""] + sections

@@ -28,6 +28,7 @@ def write_point(sweep_dir, number, name, rates, accuracy=0.95, overrides=None, *
         "name": name,
         "throughput": float(np.median(rates)),
         "throughput_intervals": list(rates),
+        "throughput_cv": float(np.std(rates, ddof=1) / np.mean(rates)),
         "accuracy": accuracy,
         "precision_mode": "fp32",
         "compile": False,
@@ -55,6 +56,13 @@ def test_identical_settings_never_recommend_a_change(tmp_path, second_mean):
     report = build_report(tmp_path, ["+point=fp32"])
     assert report["recommendation"].startswith("Recommendation: keep the baseline 'fp32': no setting is reliably")
     assert "best: 'fp32-cl'" in report["recommendation"]
+    assert "noisy" not in report["recommendation"]  # 5% noise is not noisy
+
+
+def test_noisy_timings_are_called_noisy(tmp_path):
+    write_point(tmp_path, 0, "fp32", noisy_rates(1000.0, noise=0.4, seed=1))
+    write_point(tmp_path, 1, "bf16", noisy_rates(1000.0, seed=2))
+    assert "Caution: noisy timings — 'fp32' (CV " in build_report(tmp_path)["recommendation"]
 
 
 def test_a_reliable_gain_is_recommended_with_its_interval_and_its_memory_cost(tmp_path):
