@@ -67,7 +67,7 @@ def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, save
     if job.env.distributed:  # ranks agree on a stop at log steps (a collective), so they stop together
         stop = log_step and all_reduce([float(stop)], "max")[0] > 0
         save = stop or p.step % (job.cfg.trainer.checkpoint_every_n_steps or math.inf) == 0
-    if save:
+    if save or stop:  # the signal may have come during the log step
         meter.collect()
         p.loss_sum = float(loss_sum)
         recorder.checkpoint(job, meter)
