@@ -140,3 +140,21 @@ def test_relaunch_in_the_same_dir_continues_an_unfinished_checkpoint(tmp_path, q
 def test_resume_of_a_finished_run_is_refused(tmp_path):
     result = run_cli(f"+resume={tmp_path}")
     assert result.returncode == 2 and "no config.yaml and checkpoint.pt there" in result.stderr
+
+
+def test_a_signal_during_a_log_step_still_saves_the_state(tmp_path, quiet_wandb, monkeypatch):
+    """SIGUSR2 arriving while a log step writes its record: the run saves at that step before it stops."""
+    import fastgpu.loop
+
+    real_log = fastgpu.loop._log
+
+    def log_then_signal(job, p, *args):
+        real_log(job, p, *args)
+        if p.step == 20:
+            os.kill(os.getpid(), signal.SIGUSR2)  # handled at once: the flag is set inside the log step
+
+    monkeypatch.setattr(fastgpu.loop, "_log", log_then_signal)
+    cfg = compose_cfg("trainer.max_steps=60", "trainer.log_every_n_steps=10", "trainer.progress_bar=false")
+    with pytest.raises(RunFailed, match="stopped by SIGUSR2 at step 20"):
+        launch(cfg, tmp_path)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 20
