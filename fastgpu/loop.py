@@ -41,10 +41,10 @@ def fit(job, p, meter, recorder, preemption) -> None:
             meter.step_end()
             bar.update()
             log_step = p.step % tcfg.log_every_n_steps == 0 or p.step == 1
-            save = preemption.requested or p.step % checkpoint_every == 0
-            if log_step or save or job.pruner is not None:
+            periodic = p.step % checkpoint_every == 0
+            if log_step or periodic or preemption.requested or job.pruner is not None:
                 with meter.sync_allowed():
-                    _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, save, bar)
+                    _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, periodic, bar)
             if p.step >= job.total_steps:
                 break
         epoch_energy = meter.epoch_end()
@@ -57,7 +57,7 @@ def fit(job, p, meter, recorder, preemption) -> None:
     bar.close()
 
 
-def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, save, bar) -> None:
+def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, periodic, bar) -> None:
     """Gradual pruning, the log step, and a checkpoint (every N steps, or to stop on a preemption signal)."""
     if job.pruner is not None and p.step >= job.pruner.next_step:
         job.pruner(p.step)
@@ -66,8 +66,7 @@ def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, save
     stop = preemption.requested
     if job.env.distributed:  # ranks agree on a stop at log steps (a collective), so they stop together
         stop = log_step and all_reduce([float(stop)], "max")[0] > 0
-        save = stop or p.step % (job.cfg.trainer.checkpoint_every_n_steps or math.inf) == 0
-    if save or stop:  # the signal may have come during the log step
+    if periodic or stop:  # read after the log step: the signal may have come during it
         meter.collect()
         p.loss_sum = float(loss_sum)
         recorder.checkpoint(job, meter)
