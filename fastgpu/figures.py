@@ -68,6 +68,7 @@ FIGURES = [
     Figure("data", "data", "{}", "", "setting", summary=False),
     Figure("precision_mode", "precision (as run)", "{}", "", "setting", summary=False, header="precision"),
     Figure("host", "host", "{}", "", "setting", summary=False),
+    Figure("hosts", "hosts of the ranks", "{}", "", "setting", summary=False),
     Figure("device_name", "device", "{}", "", "setting", summary=False),
     Figure("started_at", "started (UTC)", "{}", "", "setting", summary=False),
     Figure("ended_at", "ended (UTC)", "{}", "", "setting", summary=False),

@@ -115,6 +115,16 @@ def rank_param_max_diff(model: nn.Module) -> float:
     return float(diff)
 
 
+def rank_hosts() -> str:
+    """Every rank's hostname in rank order, comma-separated: where a multi-node job really ran."""
+    host = socket.gethostname()
+    if not dist.is_initialized():
+        return host
+    hosts = [None] * dist.get_world_size()
+    dist.all_gather_object(hosts, host)
+    return ",".join(hosts)
+
+
 def all_reduce(values: list, op: str = "sum") -> list:
     """Reduce a few Python numbers across ranks (at the end of a run, never per step)."""
     if not dist.is_initialized():

@@ -25,6 +25,7 @@ from fastgpu.parallel import (
     DistEnv,
     all_reduce,
     init_process_group,
+    rank_hosts,
     rank_param_max_diff,
     resolve_device,
     seed_everything,
@@ -82,7 +83,7 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     finally:
         meter.close()
     # where and when it trained: the report flags points timed on one host at the same time
-    when = {"host": socket.gethostname(), "started_at": started_at, "ended_at": utc_now()}
+    when = {"host": socket.gethostname(), "hosts": rank_hosts(), "started_at": started_at, "ended_at": utc_now()}
     recorder.record_samples(p.step)
     resources = monitor.stop()
     measured = meter.summary(env.world_size, all_reduce, monitor.samples, cfg.trainer.log_every_n_steps)

@@ -40,16 +40,38 @@ class WandbLogger:
             self.run.define_metric(key, summary=summary, step_metric="step")
         self.run.define_metric("step", hidden=True)
 
+        self.lost = False
+
     def log(self, record: dict) -> None:
-        self.run.log(record)
+        self._guarded(self.run.log, record)
 
     def rename(self, name: str, tags: list) -> None:
-        self.run.name = name
-        self.run.tags = tuple(tags)
+        def apply():
+            self.run.name = name
+            self.run.tags = tuple(tags)
+
+        self._guarded(apply)
 
     def finish(self, summary: dict, exit_code: int = 0) -> None:
-        self.run.summary.update({k: v for k, v in summary.items() if v is not None})
-        self.run.finish(exit_code=exit_code)
+        self._guarded(self.run.summary.update, {k: v for k, v in summary.items() if v is not None})
+        self._guarded(self.run.finish, exit_code=exit_code)
+
+    def _guarded(self, call, *args, **kwargs) -> None:
+        """W&B's service process can die under a run (Slurm signals every process of a job being preempted):
+        training goes on without W&B, history.jsonl and metrics.json keep the record, a resume reopens the run."""
+        if self.lost:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:
+            import sys
+
+            from fastgpu.errors import described
+
+            self.lost = True
+            print(
+                f"fastgpu: warning: W&B stopped logging ({described(exc)}); the local record goes on", file=sys.stderr
+            )
 
 
 def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:

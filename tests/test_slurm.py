@@ -1,10 +1,12 @@
-"""Against a real one-node Slurm cluster (scripts/slurm/start.sh): sweeps, DDP over srun tasks, the GPU
-preset with fake GPUs, a requeued job that resumes, a failing point. Under CI=true a cluster that cannot
+"""Against a real two-node Slurm cluster on this machine (scripts/slurm/start.sh: nodes fastgpu-n1 and fastgpu-n2,
+each its own hostname on its own loopback address): sweeps, DDP over srun tasks on one node and across both,
+the GPU preset with fake GPUs, a requeued two-node job that resumes, a failing point. Under CI=true a cluster that cannot
 start fails these tests; elsewhere they are skipped with the reason."""
 
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -71,23 +73,39 @@ def test_two_point_sweep_through_slurm(tmp_path):
             assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-def test_ddp_with_two_srun_tasks(tmp_path):
-    sweep_dir = tmp_path / "s"
-    result = run_cli(
-        "-m",
-        *SLURM,
-        "parallel=ddp",
-        "parallel.nproc_per_node=2",
-        "trainer.epochs=3",
-        f"hydra.sweep.dir={sweep_dir}",
-        env={"WANDB_MODE": "offline"},
+def _ddp_sweep(sweep_dir, *launcher):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastgpu", "-m", *SLURM, *launcher, "parallel=ddp", "trainer.epochs=3"]
+        + [f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "--ntasks-per-node=2" in _sbatch_text(sweep_dir)
-    metrics = read_metrics(sweep_dir / "0")
-    assert metrics["world_size"] == 2 and metrics["accuracy"] > 0.9
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "wandb"]
-    assert len(offline_runs(sweep_dir / "0")) == 1  # rank 0 alone logs
+
+
+def test_ddp_across_two_nodes_trains_exactly_like_two_tasks_on_one(tmp_path):
+    one_node = _ddp_sweep(tmp_path / "one", "parallel.nproc_per_node=2")
+    two_nodes = _ddp_sweep(tmp_path / "two", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=1")
+    for sweep in (one_node, two_nodes):
+        output, _ = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, output[-3000:]
+    assert "--ntasks-per-node=2" in _sbatch_text(tmp_path / "one")
+    assert "--nodes=2" in _sbatch_text(tmp_path / "two") and "--ntasks-per-node=1" in _sbatch_text(tmp_path / "two")
+    one, two = read_metrics(tmp_path / "one" / "0"), read_metrics(tmp_path / "two" / "0")
+    assert one["world_size"] == two["world_size"] == 2
+    assert len(set(one["hosts"].split(","))) == 1  # both ranks on one node
+    assert two["hosts"] == "fastgpu-n1,fastgpu-n2"  # rank 0 and rank 1 on their own hostnames
+    assert two["rank_param_max_diff"] == 0.0 and two["accuracy"] > 0.9
+    for key in ("accuracy", "val_loss", "f1", "steps"):  # the same global batch, the same gradients
+        assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+    for sweep_dir in (tmp_path / "one", tmp_path / "two"):
+        assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+            "0",
+            "wandb",
+        ]
+        assert len(offline_runs(sweep_dir / "0")) == 1  # rank 0 alone logs
 
 
 def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
@@ -114,16 +132,20 @@ def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
     assert read_metrics(sweep_dir / "0")["world_size"] == 2
 
 
-def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+def test_requeued_two_node_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     sweep_dir = tmp_path / "s"
-    # two identical trainings (notes differ, training does not): point 1 is requeued mid-run, point 0 is the reference
+    # two identical two-node DDP trainings (notes differ, training does not): point 1 is requeued mid-run,
+    # point 0 is the reference
     args = [
         *SLURM,
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.tasks_per_node=1",
+        "parallel=ddp",
         "logger.wandb.notes=reference,requeued",
         "model.width=64",
-        "trainer.epochs=20",
+        "trainer.epochs=10",
         "trainer.log_every_n_steps=10",
-        "trainer.checkpoint_every_n_steps=50",
+        "trainer.checkpoint_every_n_steps=20",
         "trainer.monitor_interval_s=0",
         "inference.benchmark=false",
         f"hydra.sweep.dir={sweep_dir}",
@@ -139,7 +161,7 @@ def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     deadline = time.time() + 180
     while time.time() < deadline:
         history = sweep_dir / "1" / "history.jsonl"
-        if history.exists() and any(h.get("step", 0) >= 120 for h in read_history(sweep_dir / "1")):
+        if history.exists() and any(h.get("step", 0) >= 40 for h in read_history(sweep_dir / "1")):
             break
         assert sweep.poll() is None, sweep.communicate()[0][-3000:]
         time.sleep(0.1)
@@ -149,7 +171,8 @@ def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     assert sweep.returncode == 0, output[-3000:]
 
     reference, resumed = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
-    assert resumed["status"] == "ok" and resumed["steps"] == reference["steps"] == 440
+    assert resumed["status"] == "ok" and resumed["steps"] == reference["steps"] == 110  # 11 global batches an epoch
+    assert resumed["hosts"] == reference["hosts"] == "fastgpu-n1,fastgpu-n2"
     for key in ("accuracy", "val_loss", "f1"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), key
     log = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob(f"{job_id}_0_log.err"))
@@ -157,7 +180,7 @@ def test_requeued_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     # two offline run dirs (the killed attempt, the resumed one) of one W&B run id
     attempts = sorted((sweep_dir / "1" / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2 and {p.name.rsplit("-", 1)[1] for p in attempts} == {resumed["wandb_run_id"]}
-    assert offline_runs(sweep_dir / "1")[-1]["summary"]["steps"] == 440
+    assert offline_runs(sweep_dir / "1")[-1]["summary"]["steps"] == 110
 
 
 def test_a_failing_point_is_reported_with_its_log_while_the_other_completes(tmp_path):
