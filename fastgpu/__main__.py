@@ -55,6 +55,11 @@ def main(cfg) -> dict:
         cfg.logger.wandb.name = run_name(cfg)
     try:
         metrics = launch(cfg, out_dir)
+    except FastGPUError as refused:  # the dir is not this run's to write (fastgpu/rundir.py): nothing written
+        print(f"fastgpu: error: {refused}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        return {"status": "failed", "error_type": type(refused).__name__, "error": str(refused)}
     except RunFailed as failure:
         line = f"fastgpu: error: {failure.record['error']}"
         if multirun:
@@ -133,6 +138,9 @@ def cli() -> None:
         main()
     except (HydraException, OmegaConfBaseException) as exc:
         print(f"fastgpu: error: {config_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except FastGPUError as exc:  # refused before anything ran (a dir another run owns, a bad value)
+        print(f"fastgpu: error: {exc}", file=sys.stderr)
         sys.exit(2)
 
 

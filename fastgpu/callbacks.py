@@ -1,9 +1,44 @@
-"""Hydra callbacks: the sweep report at the end of every multirun."""
+"""Hydra callbacks: dirs refused before Hydra writes into them, and the sweep report at the end of every multirun."""
 
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+
+
+class OwnedDirs(Callback):
+    """Before Hydra writes its .hydra/ files and log: refuse a run dir holding a finished run or one another
+    process writes, and a sweep dir holding another sweep; hold the sweep dir's lock while the sweep runs."""
+
+    lock = None
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from fastgpu.rundir import check_run_dir
+
+        if not isinstance(config.get("resume"), str):  # +resume=<dir> continues that dir, not hydra.run.dir
+            _refuse_or_go(check_run_dir, Path(config.hydra.run.dir), config)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from fastgpu.rundir import DirLock, check_sweep_dir
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _refuse_or_go(check_sweep_dir, sweep_dir, config)
+        self.lock = _refuse_or_go(DirLock(sweep_dir, "hydra.sweep.dir").acquire)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _refuse_or_go(check, *args):
+    """Hydra turns a callback's exception into a warning and goes on: a refusal must exit here, in one line."""
+    from fastgpu.errors import FastGPUError
+
+    try:
+        return check(*args)
+    except FastGPUError as exc:
+        print(f"fastgpu: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 class SweepReport(Callback):

@@ -18,7 +18,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+from fastgpu.errors import FastGPUError, described
+from fastgpu.results import PREVIOUS_CHECKPOINT_FILE
+
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -71,10 +74,31 @@ def restore_rng(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
+    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint, and a failed
+    write (disk full, read-only) leaves no temporary file. The state it replaces is kept as checkpoint.prev.pt."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        if path.exists():
+            os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    """torch.load, but a corrupt or truncated file is one line naming the previous good state."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        previous = path.with_name(PREVIOUS_CHECKPOINT_FILE)
+        fallback = (
+            f"the previous good state is {previous.name}: `mv {previous} {path}` to continue from it"
+            if previous.exists()
+            else f"there is no previous state; remove it to start {path.parent} again"
+        )
+        raise FastGPUError(f"{path} is corrupt ({described(exc, 120)}); {fallback}") from None
 
 
 def save_state(
@@ -110,8 +134,14 @@ def resumable_state(path: Path, fingerprint: str) -> Optional[dict]:
     """The saved state if it is an unfinished checkpoint of this very configuration, else None."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     return state if not state.get("complete", True) and state.get("fingerprint") == fingerprint else None
+
+
+def interrupted_fingerprint(path: Path) -> Optional[str]:
+    """The configuration fingerprint of an unfinished checkpoint (an interrupted run); None if it finished."""
+    state = load_checkpoint(path)
+    return None if state.get("complete", True) else state.get("fingerprint")
 
 
 def resumable(path: Path, fingerprint: str) -> bool:
@@ -138,14 +168,15 @@ def load_state(state: dict, model, optimizer, scheduler, scaler) -> Progress:
 
 
 class PreemptionWatch:
-    """`with PreemptionWatch() as watch:` turns SIGUSR1, SIGUSR2 and SIGTERM (Slurm's pre-timeout and
-    preemption signals, a kill) into a flag the train loop reads once per step. On leaving the block the
+    """`with PreemptionWatch() as watch:` turns SIGUSR1, SIGUSR2, SIGTERM and SIGINT (Slurm's pre-timeout and
+    preemption signals, a kill, Ctrl-C) into a flag the train loop reads once per step. On leaving the block the
     previous handlers are back; after the run saved its state, `hand_on()` calls the one that handled the
     received signal before (submitit requeues the job there)."""
 
-    def __init__(self):
+    def __init__(self, on_signal=None):
         self.signum = None
         self._previous = {}
+        self._on_signal = on_signal
 
     def __enter__(self):
         for signum in PREEMPTION_SIGNALS:
@@ -157,6 +188,8 @@ class PreemptionWatch:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+        if self._on_signal is not None:
+            self._on_signal(signum)
 
     @property
     def requested(self) -> bool:
@@ -169,7 +202,7 @@ class PreemptionWatch:
     def hand_on(self) -> bool:
         """Call the previous handler of the received signal; True if there was one to call."""
         previous = self._previous.get(self.signum)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:  # Ctrl-C: the run has stopped already
             previous(self.signum, None)
             return True
         return False

@@ -4,6 +4,7 @@ Whatever happens, the run dir ends with a metrics.json: the results on success, 
 `status` (failed / oom / diverged), `error_type` and a one-line `error` on failure.
 """
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
+from fastgpu.checkpoint import PreemptionWatch
 from fastgpu.errors import FastGPUError, first_line
 from fastgpu.parallel import DistEnv, external_launcher_env, free_port
 from fastgpu.results import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
+from fastgpu.rundir import DirLock, check_run_dir
 
 
 def _run_rank(cfg, out_dir: Path, env: DistEnv) -> dict:
@@ -37,12 +40,20 @@ def failure_record(exc: BaseException, cfg) -> dict:
         last = [line for line in str(exc).strip().splitlines() if line.strip()][-1]
         type_name, _, message = last.partition(": ")
         type_name = type_name.rsplit(".", 1)[-1]
-        status = {"DivergedError": "diverged", "OutOfMemoryError": "oom"}.get(type_name, "failed")
+        status = {"DivergedError": "diverged", "OutOfMemoryError": "oom", "Interrupted": "interrupted"}.get(
+            type_name, "failed"
+        )
         if status == "oom":
             message = _oom_message(cfg)
         return {"status": status, "error_type": type_name, "error": message}
     if isinstance(exc, torch.OutOfMemoryError):
         return {"status": "oom", "error_type": "OutOfMemoryError", "error": _oom_message(cfg)}
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C outside the training loop (which saves and stops on it)
+        return {
+            "status": "interrupted",
+            "error_type": "KeyboardInterrupt",
+            "error": "stopped by Ctrl-C outside training (nothing to resume from); run it again",
+        }
     status = exc.status if isinstance(exc, FastGPUError) else "failed"
     message = first_line(exc)
     return {"status": status, "error_type": type(exc).__name__, "error": message}
@@ -55,31 +66,45 @@ def _oom_message(cfg) -> str:
     )
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def storage_error(exc: OSError, out_dir: Path) -> FastGPUError:
+    """A write the disk refused (full, read-only, not permitted) as one line naming the file and the fix."""
+    where = exc.filename or out_dir
+    return FastGPUError(
+        f"cannot write {where}: {exc.strerror or exc}; free disk space or make {out_dir} writable "
+        "(what was written before is intact), then run again"
+    )
+
+
 def launch(cfg, out_dir: Path) -> dict:
-    """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content."""
+    """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content.
+
+    The launching process owns `out_dir` while the run writes (fastgpu/rundir.py)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     nproc = cfg.parallel.nproc_per_node if cfg.parallel.strategy != "none" else 1
     external = external_launcher_env()
-    if external is None or external.is_main:
-        (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
-        OmegaConf.save(
-            cfg, out_dir / CONFIG_FILE, resolve=True
-        )  # the run describes itself, also when launched from Python
+    main = external is None or external.is_main
+    lock = None
+    if main:
+        try:
+            check_run_dir(out_dir, cfg)
+            lock = DirLock(out_dir, "hydra.run.dir").acquire()
+            (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
+            OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also from Python
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            raise storage_error(exc, out_dir) from None
     try:
-        if external is None and nproc > 1:
-            port = cfg.parallel.master_port or free_port()
-            mp.spawn(_spawned_worker, args=(cfg, out_dir, nproc, port), nprocs=nproc, join=True)
-        else:
-            _run_rank(cfg, out_dir, external or DistEnv())
+        _run(cfg, out_dir, external, nproc)
     except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            exc = storage_error(exc, out_dir)
         record = failure_record(exc, cfg)
-        if external is None or external.is_main:
-            # keep what the run recorded before it failed (e.g. training results when compression failed)
-            earlier = read_metrics(out_dir) if (out_dir / METRICS_FILE).exists() else {}
-            write_metrics(
-                out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size}
-            )
+        if main:
+            _record_failure(out_dir, cfg, record)
         _close_wandb_run()
         watch = getattr(exc, "watch", None)
         if watch is not None:  # preempted after saving its state: let the previous handler (submitit) requeue
@@ -88,9 +113,39 @@ def launch(cfg, out_dir: Path) -> dict:
                 # a Slurm job being requeued or cancelled: leave no result behind, the requeued run resumes
                 sys.exit(-1)
         raise RunFailed(record) from exc
+    finally:
+        if lock is not None:
+            lock.release()
     if not (out_dir / METRICS_FILE).exists():  # a non-zero rank under torchrun/srun
         return {}
     return read_metrics(out_dir)
+
+
+def _run(cfg, out_dir: Path, external, nproc: int) -> None:
+    if external is None and nproc > 1:
+        port = cfg.parallel.master_port or free_port()
+        workers = mp.spawn(_spawned_worker, args=(cfg, out_dir, nproc, port), nprocs=nproc, join=False)
+
+        def forward(signum):  # a signal to this process (Ctrl-C, kill) goes on to every worker: they stop together
+            for process in workers.processes:
+                if process.is_alive():
+                    os.kill(process.pid, signum)
+
+        with PreemptionWatch(on_signal=forward):
+            while not workers.join():
+                pass
+    else:
+        _run_rank(cfg, out_dir, external or DistEnv())
+
+
+def _record_failure(out_dir: Path, cfg, record: dict) -> None:
+    """Add the failure to metrics.json, keeping what the run recorded before it failed (e.g. training results
+    when compression failed). Where the disk refuses even that, the one-line error on stderr is the record."""
+    try:
+        earlier = read_metrics(out_dir) if (out_dir / METRICS_FILE).exists() else {}
+        write_metrics(out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
+    except OSError:
+        pass
 
 
 def _close_wandb_run() -> None:

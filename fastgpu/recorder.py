@@ -6,7 +6,13 @@ from pathlib import Path
 
 from fastgpu.checkpoint import Progress, config_fingerprint, load_state, resumable_state, save_state
 from fastgpu.errors import FastGPUError
-from fastgpu.results import CHECKPOINT_FILE, HistoryWriter, truncate_history, write_metrics
+from fastgpu.results import (
+    CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    HistoryWriter,
+    truncate_history,
+    write_metrics,
+)
 from fastgpu.sweep import truthful
 
 
@@ -38,6 +44,10 @@ class Recorder:
                     f"batch {self.p.batch_in_epoch})",
                     file=sys.stderr,
                 )
+        elif self.main:  # a fresh start: nothing of an earlier failed attempt stays to be mixed in
+            truncate_history(self.out_dir, 0)
+            for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+                (self.out_dir / name).unlink(missing_ok=True)
         if self.main:
             from fastgpu.wandb_logger import WandbLogger
 

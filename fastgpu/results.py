@@ -11,6 +11,7 @@ from fastgpu.figures import ordered
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the state saved before checkpoint.pt: one good state in reserve
 CONFIG_FILE = "config.yaml"  # the resolved config of the run (Hydra's .hydra/ has it too, when Hydra launched it)
 
 
@@ -21,9 +22,15 @@ def _jsonable(value):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write a temporary file, then rename: `path` is the old or the new text, never a part; a failed write
+    (disk full, read-only) leaves no temporary file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:

@@ -1,0 +1,141 @@
+"""Who may write a run or sweep dir: one writer at a time (a lock file naming it), a finished run is never
+replaced unless asked (`+overwrite=true`), and an interrupted run is continued only with its own settings.
+
+Torch-free up to the fingerprint check, so Hydra's callbacks can refuse a dir before Hydra writes into it.
+"""
+
+import atexit
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from fastgpu.errors import FastGPUError
+from fastgpu.results import CHECKPOINT_FILE, HISTORY_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, read_metrics
+
+LOCK_FILE = ".fastgpu.lock"
+SWEEP_FILE = "multirun.yaml"  # Hydra writes it when a sweep starts: its presence means a sweep was here
+
+
+def _holder() -> dict:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the lock's writer may still be writing. A lock of this very Slurm job is its own earlier
+    attempt (requeued, maybe onto another node): never alive. On another host we cannot tell: assume alive."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and holder.get("slurm_job_id") == job:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def read_holder(directory: Path):
+    """The live writer holding `directory`'s lock, or None (no lock, or a stale one of a dead process)."""
+    try:
+        holder = json.loads((Path(directory) / LOCK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if _alive(holder) else None
+
+
+def _in_use(directory: Path, holder: dict, key: str) -> FastGPUError:
+    return FastGPUError(
+        f"{directory} is in use by pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')}); "
+        f"wait for it to finish, or choose another {key}"
+    )
+
+
+class DirLock:
+    """`lock = DirLock(dir, key).acquire()` ... `lock.release()`: created atomically (O_EXCL); a stale lock of a
+    dead writer is taken over; released at exit too, so an error path leaves no lock behind."""
+
+    def __init__(self, directory: Path, key: str):
+        self.path = Path(directory) / LOCK_FILE
+        self.key = key
+        self.held = False
+
+    def acquire(self) -> "DirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_holder(self.path.parent)
+                if holder is not None:
+                    raise _in_use(self.path.parent, holder, self.key) from None
+                self.path.unlink(missing_ok=True)  # a dead writer's lock
+                continue
+            with os.fdopen(fd, "w") as file:
+                json.dump(_holder(), file)
+            self.held = True
+            atexit.register(self.release)
+            return self
+        raise _in_use(self.path.parent, read_holder(self.path.parent) or {}, self.key)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
+
+
+def check_run_dir(out_dir: Path, cfg, key: str = "hydra.run.dir") -> None:
+    """Refuse a dir another process writes, a finished run (unless +overwrite=true), and an interrupted run of
+    other settings. With +overwrite=true the earlier run's results are removed first."""
+    out_dir = Path(out_dir)
+    holder = read_holder(out_dir)
+    if holder is not None and holder.get("pid") != os.getpid():
+        raise _in_use(out_dir, holder, key)
+    if cfg.get("overwrite") is True:
+        for name in (METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        return
+    if (out_dir / METRICS_FILE).exists() and _status(out_dir) == "ok":
+        raise FastGPUError(
+            f"{out_dir} already holds a finished run (status ok); choose another {key}, "
+            "or pass +overwrite=true to replace it"
+        )
+    if (out_dir / CHECKPOINT_FILE).exists():
+        from fastgpu.checkpoint import config_fingerprint, interrupted_fingerprint
+
+        saved, wanted = interrupted_fingerprint(out_dir / CHECKPOINT_FILE), config_fingerprint(cfg)
+        if saved is not None and saved != wanted:
+            raise FastGPUError(
+                f"{out_dir} holds an interrupted run of other settings (fingerprint {saved}; this run's is {wanted}); "
+                f"continue it with +resume={out_dir}, choose another {key}, or pass +overwrite=true"
+            )
+
+
+def check_sweep_dir(sweep_dir: Path, cfg) -> None:
+    """A sweep dir that already holds a sweep is continued (+resume=true) or replaced (+overwrite=true), never
+    mixed into."""
+    sweep_dir = Path(sweep_dir)
+    holder = read_holder(sweep_dir)
+    if holder is not None:
+        raise _in_use(sweep_dir, holder, "hydra.sweep.dir")
+    if (sweep_dir / SWEEP_FILE).exists() and cfg.get("resume") is not True and cfg.get("overwrite") is not True:
+        raise FastGPUError(
+            f"{sweep_dir} already holds a sweep; continue it with +resume=true, choose another hydra.sweep.dir, "
+            "or pass +overwrite=true to replace its points"
+        )
+
+
+def _status(out_dir: Path):
+    try:
+        return read_metrics(out_dir).get("status")
+    except (OSError, ValueError):
+        return None
