@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fastgpu.checkpoint import config_fingerprint, resumable
-from fastgpu.config import register_schema
+from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
@@ -54,8 +54,9 @@ def main(cfg) -> dict:
     elif cfg.logger.wandb.name is None:
         cfg.logger.wandb.name = run_name(cfg)
     try:
+        check_ranges(cfg)
         metrics = launch(cfg, out_dir)
-    except FastGPUError as refused:  # the dir is not this run's to write (fastgpu/rundir.py): nothing written
+    except FastGPUError as refused:  # a value out of range, a dir not this run's to write: nothing written
         print(f"fastgpu: error: {refused}", file=sys.stderr)
         if not multirun:
             sys.exit(2)

@@ -37,6 +37,7 @@ class DataConfig:
     prefetch_factor: Optional[int] = None
     drop_last: bool = True
     device_resident: bool = False  # digits/synthetic: keep the whole dataset on the training device (no host copies)
+    on_corrupt: str = "fail"  # imagefolder: an unreadable image fails the run naming the file, or is skipped (counted)
 
 
 @dataclass
@@ -139,6 +140,99 @@ class FastGPUConfig:
     compile: bool = False
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     channels_last: bool = False
+
+
+def _at_least(low, optional=False):
+    return (lambda v: (optional and v is None) or (v is not None and v >= low)), f"a number >= {low}" + (
+        " (or null)" if optional else ""
+    )
+
+
+def _between(low, high, low_open=False, high_open=False):
+    def ok(v):
+        return (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+
+    brackets = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
+    return ok, f"a number in {brackets}"
+
+
+def _one_of(*choices, pattern=None, shown=None):
+    import re
+
+    def ok(v):
+        return v in choices or (pattern is not None and re.fullmatch(pattern, str(v)) is not None)
+
+    return ok, "one of " + ", ".join(choices) + (f" or {shown}" if pattern else "")
+
+
+# The valid range of every value the schema's types do not already pin down: checked when a run or sweep
+# point is composed, before anything is built (names of models, data, precisions... are checked by the
+# table that builds them).
+RANGES = {
+    "model.width": _at_least(1),
+    "model.dropout": _between(0, 1, high_open=True),
+    "model.stem": _one_of("auto", "imagenet", "cifar"),
+    "data.num_classes": _at_least(2),
+    "data.channels": _at_least(1),
+    "data.image_size": _at_least(1),
+    "data.train_samples": _at_least(0),
+    "data.val_samples": _at_least(0),
+    "data.val_fraction": _between(0, 1, low_open=True, high_open=True),
+    "data.batch_size": _at_least(1),
+    "data.eval_batch_size": _at_least(1),
+    "data.num_workers": _at_least(0),
+    "data.prefetch_factor": _at_least(1, optional=True),
+    "data.on_corrupt": _one_of("fail", "skip"),
+    "parallel.nproc_per_node": _at_least(1),
+    "parallel.backend": _one_of("auto", "gloo", "nccl"),
+    "parallel.master_port": _between(0, 65535),
+    "compression.amount": _between(0, 1, low_open=True, high_open=True),
+    "compression.scope": _one_of("global", "layer"),
+    "compression.schedule": _one_of("oneshot", "gradual"),
+    "compression.start_fraction": _between(0, 1),
+    "compression.end_fraction": _between(0, 1),
+    "compression.frequency": _at_least(1),
+    "compression.finetune_epochs": _at_least(0),
+    "compression.finetune_lr": _between(0, 10, low_open=True),
+    "compression.calibration_batches": _at_least(1),
+    "compression.qat_epochs": _at_least(0),
+    "inference.repeats": _at_least(1),
+    "inference.warmup": _at_least(0),
+    "trainer.epochs": _at_least(1),
+    "trainer.max_steps": _at_least(1, optional=True),
+    "trainer.seed": _at_least(0),
+    "trainer.device": _one_of("auto", "cpu", "cuda", pattern=r"cuda:\d+", shown="cuda:N"),
+    "trainer.warmup_steps": _at_least(0),
+    "trainer.log_every_n_steps": _at_least(1),
+    "trainer.eval_every_n_epochs": _at_least(1),
+    "trainer.target_accuracy": _between(0, 1),
+    "trainer.checkpoint_every_n_steps": _at_least(0),
+    "trainer.monitor_interval_s": _at_least(0),
+    "trainer.sleep_ms": _at_least(0),
+    "trainer.sync_debug": _one_of("off", "warn", "error"),
+    "trainer.num_threads": _at_least(1, optional=True),
+    "logger.wandb.mode": _one_of("online", "offline", "disabled"),
+    "report.accuracy_tolerance": _between(0, 1),
+    "report.min_gain": _at_least(0),
+    "compile_mode": _one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+}
+
+
+def check_ranges(cfg) -> None:
+    """One line naming the first key whose value is outside its range, the value and the range."""
+    from omegaconf import OmegaConf
+
+    from fastgpu.errors import FastGPUError
+
+    for key, (ok, expected) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise FastGPUError(f"{key}={value!r} is out of range; use {expected}")
+    if cfg.compression.start_fraction >= cfg.compression.end_fraction:
+        raise FastGPUError(
+            f"compression.start_fraction={cfg.compression.start_fraction} must be below "
+            f"compression.end_fraction={cfg.compression.end_fraction}; lower the start or raise the end"
+        )
 
 
 def register_schema() -> None:

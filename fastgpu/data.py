@@ -5,10 +5,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    TensorDataset,
+    default_collate,
+)
 from torch.utils.data.distributed import DistributedSampler
 
-from fastgpu.errors import FastGPUError, choose
+from fastgpu.errors import FastGPUError, choose, described
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,6 +27,10 @@ class DataBundle:
     train: DataLoader
     val: DataLoader
     train_sampler: "ResumableSampler"  # set_epoch(epoch, skip) before each epoch
+    skipped: object = None  # a shared counter of unreadable samples skipped (data.on_corrupt=skip), or None
+
+    def skipped_samples(self):
+        return None if self.skipped is None else self.skipped.value
 
 
 class EpochShuffle(Sampler):
@@ -142,20 +154,59 @@ def imagefolder_transforms(image_size: int):
 
 
 def _imagefolder(cfg, seed):
-    from torchvision import datasets
-
     root = _require_root(cfg, "train", "an ImageNet-style folder with train/<class>/ and val/<class>/")
     if not (root / "val").exists():
         raise FastGPUError(f"data.root={cfg.root}: expected {root / 'val'} beside {root / 'train'}")
     train_tf, val_tf = imagefolder_transforms(cfg.image_size)
-    train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+    train_set, val_set = _image_folder(root / "train", train_tf), _image_folder(root / "val", val_tf)
     if len(train_set.classes) != cfg.num_classes:
         raise FastGPUError(
             f"data.root={cfg.root} has {len(train_set.classes)} classes but data.num_classes={cfg.num_classes}; "
             f"set data.num_classes={len(train_set.classes)}"
         )
-    return train_set, val_set
+    skipped = torch.multiprocessing.Value("q", 0)  # shared with the loader's worker processes
+    return CheckedImages(train_set, cfg.on_corrupt, skipped), CheckedImages(val_set, cfg.on_corrupt, skipped)
+
+
+def _image_folder(folder: Path, transform):
+    from torchvision import datasets
+
+    try:
+        return datasets.ImageFolder(str(folder), transform=transform)
+    except FileNotFoundError as exc:  # no class folders, or classes without a single image
+        raise FastGPUError(
+            f"{folder}: {described(exc, 160)}; put images in {folder}/<class>/*.jpg, one folder per class"
+        ) from None
+
+
+class CheckedImages(Dataset):
+    """An ImageFolder whose unreadable files (corrupt, truncated) are named: the run fails on the first one
+    (data.on_corrupt=fail), or skips it and counts it (skip: the batch is one sample short)."""
+
+    def __init__(self, folder, on_corrupt: str, skipped):
+        self.folder, self.on_corrupt, self.skipped = folder, on_corrupt, skipped
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index):
+        try:
+            return self.folder[index]
+        except (OSError, SyntaxError, ValueError) as exc:  # what PIL raises for a damaged or truncated image
+            path = self.folder.samples[index][0]
+            if self.on_corrupt != "skip":
+                raise FastGPUError(
+                    f"cannot read image {path} ({described(exc, 120)}); replace or remove it, "
+                    "or set data.on_corrupt=skip to skip unreadable files"
+                ) from None
+            with self.skipped.get_lock():
+                self.skipped.value += 1
+            return None
+
+
+def collate_readable(batch):
+    """default_collate over the samples that could be read (CheckedImages gives None for a skipped one)."""
+    return default_collate([sample for sample in batch if sample is not None])
 
 
 DATASETS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
@@ -230,12 +281,9 @@ class DeviceBatches:
 def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):
     train_sampler = _sampler(train_set, True, seed, rank, world_size, drop_last=cfg.drop_last)
     val_sampler = _sampler(val_set, False, seed, rank, world_size)
-    train = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        sampler=train_sampler,
-        drop_last=cfg.drop_last,
-        **_loader_kwargs(cfg, device),
-    )
-    val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **_loader_kwargs(cfg, device))
-    return DataBundle(train, val, train_sampler)
+    kwargs = _loader_kwargs(cfg, device)
+    if isinstance(train_set, CheckedImages):
+        kwargs["collate_fn"] = collate_readable
+    train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_sampler, drop_last=cfg.drop_last, **kwargs)
+    val = DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **kwargs)
+    return DataBundle(train, val, train_sampler, getattr(train_set, "skipped", None))

@@ -2,8 +2,11 @@
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line (or its type, if it has none): for one-line records."""
+    """An exception's message cut to its first line (or its type, if it has none): for one-line records.
+    An error re-raised from a DataLoader worker ("Caught X in DataLoader worker ...") gives the original's."""
     text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -54,6 +54,7 @@ FIGURES = [
     Figure("recall", "val recall (macro)", "{:.4f}", "higher", "quality"),
     Figure("f1", "val F1 (macro)", "{:.4f}", "higher", "quality", header="F1"),
     Figure("val_loss", "val loss", "{:.4f}", "lower", "quality", csv=False),
+    Figure("skipped_samples", "unreadable samples skipped", "{:,}", "lower", "quality"),
     Figure("peak_mem_allocated_mb", "peak allocated (MB)", "{:,.0f}", "lower", "memory", csv=False),
     Figure("peak_mem_reserved_mb", "peak reserved (MB)", "{:,.0f}", "lower", "memory", csv=False),
     Figure("peak_rss_mb", "peak RSS (MB)", "{:,.0f}", "lower", "memory", csv=False),

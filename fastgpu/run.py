@@ -87,6 +87,8 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     recorder.record_samples(p.step)
     resources = monitor.stop()
     measured = meter.summary(env.world_size, all_reduce, monitor.samples, cfg.trainer.log_every_n_steps)
+    if job.data.skipped is not None:  # every rank's count of unreadable samples skipped (data.on_corrupt=skip)
+        measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
     metrics = summarize(job, p, {**when, **measured})
     metrics["name"] = recorder.rename(job)  # by what ran: a precision fallback, an unwrapped ddp request
     metrics.update({k: v for k, v in resources.items() if k in ("monitor_samples", "max_gpu_mem_used_mb")})

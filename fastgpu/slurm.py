@@ -37,10 +37,19 @@ def launch_and_report(launcher, job_overrides, initial_job_idx):
     """hydra-submitit-launcher's launch, printing job ids as points are submitted and statuses as they end."""
     import submitit
 
-    executor, job_params = _prepare(launcher, job_overrides, initial_job_idx)
+    executor, all_params = _prepare(launcher, job_overrides, initial_job_idx)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    jobs = executor.map_array(launcher, *zip(*job_params))
-    records = {}
+    results, job_params = {}, []
+    for params in all_params:
+        done = _finished_point(launcher.config, sweep_dir / str(params[2]))
+        if done is not None:  # a resumed sweep: this point is ok already, nothing to submit
+            results[params[2]] = done
+            print(f"[fastgpu] point {params[2]} is done (status ok), not resubmitted", flush=True)
+        else:
+            job_params.append(params)
+    jobs = executor.map_array(launcher, *zip(*job_params)) if job_params else []
+    earlier = json.loads((sweep_dir / JOBS_FILE).read_text()) if (sweep_dir / JOBS_FILE).exists() else {}
+    records = {int(num): record for num, record in earlier.items()}
     for (overrides, _, num, _, _), job in zip(job_params, jobs):
         records[num] = {
             "job_id": job.job_id,
@@ -50,9 +59,9 @@ def launch_and_report(launcher, job_overrides, initial_job_idx):
             "stderr": str(job.paths.stderr),
         }
         print(f"[fastgpu] submitted point {num} as Slurm job {job.job_id}: {' '.join(overrides)}", flush=True)
-    (sweep_dir / JOBS_FILE).write_text(json.dumps(records, indent=2) + "\n")
+    (sweep_dir / JOBS_FILE).write_text(json.dumps({str(k): records[k] for k in sorted(records)}, indent=2) + "\n")
 
-    results, pending = {}, dict(zip([p[2] for p in job_params], jobs))
+    pending = dict(zip([p[2] for p in job_params], jobs))
     while pending:
         for num, job in list(pending.items()):
             if not job.done():
@@ -66,7 +75,17 @@ def launch_and_report(launcher, job_overrides, initial_job_idx):
             _report(num, job, point_dir)
         if pending:
             time.sleep(POLL_S)
-    return [_as_job_return(results[p[2]], p[0]) for p in job_params]
+    return [_as_job_return(results[p[2]], p[0]) for p in all_params]
+
+
+def _finished_point(config, point_dir: Path):
+    """A resumed sweep's point that already finished: its metrics, else None."""
+    from fastgpu.results import METRICS_FILE, read_metrics
+
+    if config.get("resume") is not True or not (point_dir / METRICS_FILE).exists():
+        return None
+    metrics = read_metrics(point_dir)
+    return metrics if metrics.get("status") == "ok" else None
 
 
 def _prepare(launcher, job_overrides, initial_job_idx):
@@ -123,8 +142,9 @@ def _record_lost_job(point_dir: Path, job, exc) -> dict:
     }
     point_dir.mkdir(parents=True, exist_ok=True)
     earlier = read_metrics(point_dir) if (point_dir / METRICS_FILE).exists() else {}
-    if earlier.get("status") != "ok":
-        write_metrics(point_dir, {**earlier, **record})
+    if earlier.get("status") in ("ok", "interrupted"):  # the run's own record (an interruption names its resume)
+        return earlier
+    write_metrics(point_dir, {**earlier, **record})
     return record
 
 

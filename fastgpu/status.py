@@ -2,7 +2,7 @@
 
     python -m fastgpu.status outputs/multirun/2026-11-26/14-30-00
 
-One line per point: state (pending, running, ok, failed, oom, diverged, interrupted, requeued), Slurm
+One line per point: state (pending, running, ok, failed, oom, diverged, interrupted, requeued, cancelled), Slurm
 job id, elapsed time, and the log to read.
 """
 
@@ -23,7 +23,7 @@ SLURM_STATES = {
     "PREEMPTED": "requeued",
     "COMPLETED": "ok",
     "FAILED": "failed",
-    "CANCELLED": "failed",
+    "CANCELLED": "cancelled",
     "TIMEOUT": "requeued",
     "OUT_OF_MEMORY": "oom",
     "NODE_FAIL": "failed",

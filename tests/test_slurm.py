@@ -235,3 +235,51 @@ def test_jobs_outlive_the_submitting_process_and_the_report_is_built_after(tmp_p
         time.sleep(0.5)
     assert {s["state"] for s in point_states(sweep_dir)} == {"ok"}
     assert report_main([str(sweep_dir)]) == 0 and (sweep_dir / "report.md").exists()
+
+
+def test_a_cancelled_point_keeps_its_resume_record_and_a_resumed_sweep_submits_only_what_is_not_done(tmp_path):
+    sweep_dir = tmp_path / "s"
+    args = [
+        *SLURM,
+        "logger.wandb.notes=quick,cancelled",
+        "trainer.epochs=5",
+        "trainer.sleep_ms=30",
+        "trainer.log_every_n_steps=5",
+        "trainer.monitor_interval_s=0",
+        "inference.benchmark=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "fastgpu", "-m", *args],
+        cwd=REPO,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while not ((sweep_dir / "1" / "history.jsonl").exists() and read_history(sweep_dir / "1")):
+        assert time.time() < deadline and sweep.poll() is None
+        time.sleep(0.1)
+    job_id = json.loads((sweep_dir / "jobs.json").read_text())["1"]["job_id"]
+    subprocess.run(["scancel", job_id], check=True)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, output[-3000:]  # one point did not finish
+    record = read_metrics(sweep_dir / "1")
+    assert record["status"] == "interrupted" and "stopped by SIGTERM" in record["error"], record
+    assert f"+resume={sweep_dir / '1'}" in record["error"]  # the hint survives the submitter's bookkeeping
+    assert (sweep_dir / "1" / "checkpoint.pt").exists()
+    states = {s["point"]: s["state"] for s in point_states(sweep_dir)}
+    assert states == {0: "ok", 1: "cancelled"}
+
+    done = (sweep_dir / "0" / "metrics.json").read_bytes()
+    resumed = run_cli("-m", *args, "+resume=true", env={"WANDB_MODE": "disabled"})
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "point 0 is done (status ok), not resubmitted" in resumed.stdout
+    assert "submitted point 0" not in resumed.stdout and "submitted point 1" in resumed.stdout
+    jobs = json.loads((sweep_dir / "jobs.json").read_text())
+    assert jobs["1"]["job_id"] != job_id and jobs["0"]["job_id"] != jobs["1"]["job_id"]
+    assert (sweep_dir / "0" / "metrics.json").read_bytes() == done  # the finished point is untouched
+    assert read_metrics(sweep_dir / "1")["status"] == "ok" and read_metrics(sweep_dir / "1")["steps"] == 110
+    log = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob(f"{jobs['1']['job_id']}_*log.err"))
+    assert "resuming" in log
