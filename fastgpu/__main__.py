@@ -87,7 +87,12 @@ def resume_target(run_dir: Path):
         )
         sys.exit(2)
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    if not resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg)):
+    try:
+        can_resume = resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg))
+    except FastGPUError as exc:  # a corrupt checkpoint
+        print(f"fastgpu: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not can_resume:
         print(
             f"fastgpu: error: +resume={run_dir}: its checkpoint is complete (the run finished) or from other settings",
             file=sys.stderr,

@@ -142,27 +142,54 @@ class FastGPUConfig:
     channels_last: bool = False
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one key: a number in [low, high] (either end open or absent), or one of `choices`
+    (or a string matching `pattern`); None is valid where `optional`."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    pattern: Optional[str] = None  # a regular expression of further valid strings, shown to users as `shown`
+    shown: str = ""
+    optional: bool = False
+
+    def ok(self, value) -> bool:
+        import re
+
+        if value is None:
+            return self.optional
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":  # every element
+            return all(self.ok(item) for item in value)
+        if self.choices:
+            return value in self.choices or (self.pattern is not None and re.fullmatch(self.pattern, str(value)))
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    @property
+    def expected(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices) + (f" or {self.shown}" if self.pattern else "")
+        if self.high is None:
+            text = f"a number > {self.low}" if self.low_open else f"a number >= {self.low}"
+        else:
+            text = f"a number in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        return text + (" (or null)" if self.optional else "")
+
+
 def _at_least(low, optional=False):
-    return (lambda v: (optional and v is None) or (v is not None and v >= low)), f"a number >= {low}" + (
-        " (or null)" if optional else ""
-    )
+    return Range(low=low, optional=optional)
 
 
 def _between(low, high, low_open=False, high_open=False):
-    def ok(v):
-        return (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
-
-    brackets = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
-    return ok, f"a number in {brackets}"
+    return Range(low=low, high=high, low_open=low_open, high_open=high_open)
 
 
-def _one_of(*choices, pattern=None, shown=None):
-    import re
-
-    def ok(v):
-        return v in choices or (pattern is not None and re.fullmatch(pattern, str(v)) is not None)
-
-    return ok, "one of " + ", ".join(choices) + (f" or {shown}" if pattern else "")
+def _one_of(*choices, pattern=None, shown=""):
+    return Range(choices=choices, pattern=pattern, shown=shown)
 
 
 # The valid range of every value the schema's types do not already pin down: checked when a run or sweep
@@ -170,6 +197,7 @@ def _one_of(*choices, pattern=None, shown=None):
 # table that builds them).
 RANGES = {
     "model.width": _at_least(1),
+    "model.hidden_dims": _at_least(1),
     "model.dropout": _between(0, 1, high_open=True),
     "model.stem": _one_of("auto", "imagenet", "cifar"),
     "data.num_classes": _at_least(2),
@@ -224,11 +252,12 @@ def check_ranges(cfg) -> None:
 
     from fastgpu.errors import FastGPUError
 
-    for key, (ok, expected) in RANGES.items():
+    for key, valid in RANGES.items():
         value = OmegaConf.select(cfg, key)
-        if not ok(value):
-            raise FastGPUError(f"{key}={value!r} is out of range; use {expected}")
-    if cfg.compression.start_fraction >= cfg.compression.end_fraction:
+        if not valid.ok(value):
+            raise FastGPUError(f"{key}={value!r} is out of range; use {valid.expected}")
+    gradual = cfg.compression.schedule == "gradual"
+    if gradual and cfg.compression.start_fraction >= cfg.compression.end_fraction:
         raise FastGPUError(
             f"compression.start_fraction={cfg.compression.start_fraction} must be below "
             f"compression.end_fraction={cfg.compression.end_fraction}; lower the start or raise the end"

@@ -80,8 +80,12 @@ class DirLock:
                     raise _in_use(self.path.parent, holder, self.key) from None
                 self.path.unlink(missing_ok=True)  # a dead writer's lock
                 continue
-            with os.fdopen(fd, "w") as file:
-                json.dump(_holder(), file)
+            try:
+                with os.fdopen(fd, "w") as file:
+                    json.dump(_holder(), file)
+            except OSError:  # a full disk: no half-written lock stays behind
+                self.path.unlink(missing_ok=True)
+                raise
             self.held = True
             atexit.register(self.release)
             return self

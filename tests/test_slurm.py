@@ -1,7 +1,7 @@
 """Against a real two-node Slurm cluster on this machine (scripts/slurm/start.sh: nodes fastgpu-n1 and fastgpu-n2,
 each its own hostname on its own loopback address): sweeps, DDP over srun tasks on one node and across both,
-the GPU preset with fake GPUs, a requeued two-node job that resumes, a failing point. Under CI=true a cluster that cannot
-start fails these tests; elsewhere they are skipped with the reason."""
+the GPU preset with fake GPUs, a requeued two-node job that resumes, a failing point, a cancelled one. Under CI=true a
+cluster that cannot start fails these tests; elsewhere they are skipped with the reason."""
 
 import json
 import os
