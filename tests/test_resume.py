@@ -15,10 +15,10 @@ from fastgpu.data import EpochShuffle, ResumableSampler
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import read_history, read_metrics
 
-# slow enough (~20 ms/step, 440 steps) that a signal lands mid-training
+# slow enough (~20 ms/step, 220 steps) that a signal lands mid-training
 JOB = [
     "model.width=64",
-    "trainer.epochs=20",
+    "trainer.epochs=10",
     "trainer.log_every_n_steps=10",
     "trainer.checkpoint_every_n_steps=50",
     "trainer.progress_bar=false",
@@ -83,7 +83,7 @@ def test_interrupted_run_resumes_to_the_same_result_and_wandb_run(tmp_path):
 
     run_dir = tmp_path / "interrupted"
     process = _start(run_dir, env)
-    _wait_for_step(run_dir, 120, process)
+    _wait_for_step(run_dir, 60, process)
     process.send_signal(signal.SIGUSR2)  # what Slurm sends before a time limit / preemption
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_to_the_same_result_and_wandb_run(tmp_path):
     interrupted = read_metrics(run_dir)
     assert interrupted["status"] == "interrupted"
     stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
-    assert 120 <= stopped_at < expected["steps"]
+    assert 60 <= stopped_at < expected["steps"]
 
     resumed = run_cli(f"+resume={run_dir}", env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -121,19 +121,19 @@ def test_relaunch_in_the_same_dir_continues_an_unfinished_checkpoint(tmp_path, q
                 return
             time.sleep(0.01)
 
-    threading.Thread(target=preempt_at_step, args=(100,), daemon=True).start()
+    threading.Thread(target=preempt_at_step, args=(60,), daemon=True).start()
     with pytest.raises(RunFailed, match="stopped by SIGUSR1"):
         launch(cfg, tmp_path)
     assert read_metrics(tmp_path)["status"] == "interrupted"
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert not saved["complete"] and saved["step"] >= 100
+    assert not saved["complete"] and saved["step"] >= 60
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handed back
     other = compose_cfg(*JOB, "optimizer.lr=0.02")  # other settings never continue this state
     assert resumable(tmp_path / "checkpoint.pt", config_fingerprint(cfg))
     assert not resumable(tmp_path / "checkpoint.pt", config_fingerprint(other))
 
     metrics = launch(cfg, tmp_path)
-    assert metrics["status"] == "ok" and metrics["steps"] == 440
+    assert metrics["status"] == "ok" and metrics["steps"] == 220
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["complete"]
 
 

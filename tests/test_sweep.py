@@ -135,7 +135,7 @@ def test_submitit_local_launcher_runs_a_2_point_sweep(tmp_path, monkeypatch):
         "-m",
         "hydra/launcher=local",
         "trainer.num_threads=1",
-        "precision=fp32,bf16",
+        "model.width=16,32",
         *TINY,
         f"hydra.sweep.dir={sweep_dir}",
     )
