@@ -7,6 +7,7 @@ Whatever happens, the run dir ends with a metrics.json: the results on success, 
 import errno
 import os
 import sys
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch
@@ -131,9 +132,14 @@ def _run(cfg, out_dir: Path, external, nproc: int) -> None:
                 if process.is_alive():
                     os.kill(process.pid, signum)
 
-        with PreemptionWatch(on_signal=forward):
-            while not workers.join():
-                pass
+        with PreemptionWatch(on_signal=forward) as watch:
+            # after a signal the workers save and stop together: wait for all of them. Otherwise the first one to
+            # fail ends the wait, and join() stops the others and raises its error.
+            while any(process.is_alive() for process in workers.processes):
+                if not watch.requested and any(process.exitcode for process in workers.processes):
+                    break
+                wait([process.sentinel for process in workers.processes], timeout=1)
+            workers.join()
     else:
         _run_rank(cfg, out_dir, external or DistEnv())
 

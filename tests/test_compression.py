@@ -14,7 +14,7 @@ from fastgpu.launch import RunFailed, launch
 from fastgpu.models import build_model
 from fastgpu.results import read_metrics
 
-BASE = ["trainer.epochs=10", "trainer.progress_bar=false", "inference.repeats=5"]
+BASE = ["trainer.epochs=6", "trainer.progress_bar=false", "inference.repeats=5"]
 
 
 @pytest.fixture(scope="module")

@@ -222,6 +222,35 @@ def test_ctrl_c_saves_the_state_and_names_the_resume_command(interrupted_run):
     assert_no_temporary_files(run_dir)
 
 
+def test_ctrl_c_to_a_run_that_started_its_own_ddp_workers_stops_them_together_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastgpu",
+            *SLOW,
+            "parallel=ddp",
+            "parallel.nproc_per_node=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **QUIET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not ((run_dir / "history.jsonl").exists() and any(h["step"] >= 5 for h in read_history(run_dir))):
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)  # to the launching process only: it passes the signal on to its workers
+    _, stderr = process.communicate(timeout=120)
+    assert_refused(subprocess.CompletedProcess([], process.returncode, "", stderr), "stopped by SIGINT at step")
+    assert read_metrics(run_dir)["status"] == "interrupted"
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / ".fastgpu.lock").exists()
+
+
 def test_an_interrupted_dir_is_not_continued_with_other_settings(interrupted_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(interrupted_run[0], run_dir)
