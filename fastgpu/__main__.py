@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
-from fastgpu.launch import RunFailed, launch
+from fastgpu.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
 from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
 from fastgpu.summary import format_summary
 from fastgpu.sweep import (
@@ -147,6 +147,11 @@ def cli() -> None:
         sys.exit(2)
     except FastGPUError as exc:  # refused before anything ran (a dir another run owns, a bad value)
         print(f"fastgpu: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # Hydra writing .hydra/ or its log into a full or read-only dir
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"fastgpu: error: {storage_error(exc, Path(exc.filename or '.').parent)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -339,6 +339,20 @@ echo $? > {tmp_path}/rc.txt
     assert_no_temporary_files(run_dir)
 
 
+def test_a_new_run_under_a_read_only_dir_is_one_line(tmp_path):
+    script = f"""set -e
+mkdir -p {tmp_path}/ro && mount -t tmpfs -o ro tmpfs {tmp_path}/ro
+set +e
+{sys.executable} -m fastgpu trainer.max_steps=2 hydra.run.dir={tmp_path}/ro/run 2> {tmp_path}/stderr.txt
+echo $? > {tmp_path}/rc.txt
+"""
+    done = _in_mount_namespace(script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stderr = (tmp_path / "stderr.txt").read_text()
+    result = subprocess.CompletedProcess([], int((tmp_path / "rc.txt").read_text()), "", stderr)
+    assert_refused(result, f"cannot write {tmp_path}/ro/run", "Read-only file system")
+
+
 # -- data faults ---------------------------------------------------------------------------------------------------
 
 
