@@ -17,6 +17,12 @@ IN_CI = os.environ.get("CI") == "true"
 register_schema()
 
 
+def pytest_collection_modifyitems(items):
+    """The Slurm tests first: with two workers (pyproject's addopts), their waiting on the cluster overlaps
+    the other files' work from the start instead of running alone at the end."""
+    items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
+
+
 def compose_cfg(*overrides):
     with initialize_config_dir(CONF, version_base="1.3"):
         return compose("config", overrides=list(overrides))

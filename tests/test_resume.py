@@ -15,9 +15,9 @@ from fastgpu.data import EpochShuffle, ResumableSampler
 from fastgpu.launch import RunFailed, launch
 from fastgpu.results import read_history, read_metrics
 
-# slow enough (~20 ms/step, 220 steps) that a signal lands mid-training
+# slow enough (a 10 ms sleep a step, 220 steps: no CPU spent on it) that a signal lands mid-training
 JOB = [
-    "model.width=64",
+    "trainer.sleep_ms=10",
     "trainer.epochs=10",
     "trainer.log_every_n_steps=10",
     "trainer.checkpoint_every_n_steps=50",

@@ -117,7 +117,7 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
     done_files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (sweep_dir / "0").iterdir() if p.is_file()}
     # fix the failing point's setting, then resume the same sweep
     second = run_cli(
-        "-m", "precision=fp32,fp16", "precision.fallback=bf16", *TINY, f"hydra.sweep.dir={sweep_dir}", "+resume=true"
+        "-m", "precision=fp32,fp16", "precision.fallback=fp32", *TINY, f"hydra.sweep.dir={sweep_dir}", "+resume=true"
     )
     assert second.returncode == 0, second.stderr
     assert "is done (status ok), skipping" in second.stderr
@@ -125,7 +125,7 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
         if path.suffix != ".log":
             assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, content), path
     rerun = read_metrics(sweep_dir / "1")
-    assert rerun["status"] == "ok" and rerun["precision_mode"] == "bf16"
+    assert rerun["status"] == "ok" and rerun["precision_mode"] == "fp32"
 
 
 def test_submitit_local_launcher_runs_a_2_point_sweep(tmp_path, monkeypatch):
