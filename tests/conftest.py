@@ -18,7 +18,7 @@ register_schema()
 
 
 def pytest_collection_modifyitems(items):
-    """The Slurm tests first: with two workers (pyproject's addopts), their waiting on the cluster overlaps
+    """The Slurm tests first: with several workers (pyproject's addopts), their waiting on the cluster overlaps
     the other files' work from the start instead of running alone at the end."""
     items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
 

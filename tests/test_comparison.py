@@ -213,8 +213,10 @@ def test_the_local_launcher_times_one_point_at_a_time(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = read_metrics(sweep / "0"), read_metrics(sweep / "1")
+    assert a["status"] == b["status"] == "ok"
+    assert list((sweep / ".submitit").rglob("*_result.pkl")), "each point ran as a submitit job"
     assert a["ended_at"] <= b["started_at"] or b["ended_at"] <= a["started_at"]
-    assert "Caution" not in result.stdout
+    assert "timed at the same time" not in result.stdout and (sweep / "report.md").exists()
 
 
 def _text_boxes(fig):

@@ -128,23 +128,6 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
     assert rerun["status"] == "ok" and rerun["precision_mode"] == "fp32"
 
 
-def test_submitit_local_launcher_runs_a_2_point_sweep(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    sweep_dir = tmp_path / "s"
-    result = run_cli(
-        "-m",
-        "hydra/launcher=local",
-        "trainer.num_threads=1",
-        "model.width=16,32",
-        *TINY,
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    assert result.returncode == 0, result.stderr
-    assert [read_metrics(sweep_dir / n)["status"] for n in ("0", "1")] == ["ok", "ok"]
-    assert list((sweep_dir / ".submitit").rglob("*_result.pkl")), "each point ran as a submitit job"
-    assert (sweep_dir / "report.md").exists()
-
-
 def test_report_on_demand_rebuilds_from_the_files(sweep_2x2, capsys):
     sweep_dir, _ = sweep_2x2
     (sweep_dir / "results.csv").unlink()
