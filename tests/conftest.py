@@ -41,6 +41,18 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     )
 
 
+def start_cli(*args, env=None, stderr=subprocess.PIPE):
+    """`python -m fastgpu ARGS` started in the background (to watch or signal it); returns the Popen."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastgpu", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
 @pytest.fixture
 def quiet_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")

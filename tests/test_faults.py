@@ -15,7 +15,7 @@ import typing
 
 import numpy as np
 import pytest
-from conftest import IN_CI, REPO, compose_cfg, run_cli
+from conftest import IN_CI, REPO, compose_cfg, run_cli, start_cli
 from PIL import Image
 
 from fastgpu.config import RANGES, FastGPUConfig, check_ranges
@@ -191,30 +191,27 @@ def test_default_run_dirs_are_unique_to_the_microsecond():
 # -- signals and checkpoints ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def interrupted_run(tmp_path_factory):
-    """A run stopped by Ctrl-C (SIGINT) mid-training: what every checkpoint fault starts from."""
-    run_dir = tmp_path_factory.mktemp("interrupted") / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fastgpu", *SLOW, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env={**os.environ, **QUIET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _ctrl_c_at(step, run_dir, *overrides):
+    """Start a SLOW run, press Ctrl-C (SIGINT to the launching process) once it logged `step`; the result."""
+    process = start_cli(*SLOW, *overrides, f"hydra.run.dir={run_dir}", env=QUIET)
     deadline = time.time() + 120
-    while not ((run_dir / "history.jsonl").exists() and any(h["step"] >= 15 for h in read_history(run_dir))):
+    while not ((run_dir / "history.jsonl").exists() and any(h["step"] >= step for h in read_history(run_dir))):
         assert time.time() < deadline and process.poll() is None, process.communicate()
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    return run_dir, process.returncode, stderr
+    return subprocess.CompletedProcess([], process.returncode, "", stderr)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A run stopped by Ctrl-C mid-training: what every checkpoint fault starts from."""
+    run_dir = tmp_path_factory.mktemp("interrupted") / "run"
+    return run_dir, _ctrl_c_at(15, run_dir)
 
 
 def test_ctrl_c_saves_the_state_and_names_the_resume_command(interrupted_run):
-    run_dir, returncode, stderr = interrupted_run
-    result = subprocess.CompletedProcess([], returncode, "", stderr)
+    run_dir, result = interrupted_run
     assert_refused(result, "stopped by SIGINT at step", f"+resume={run_dir}")
     assert read_metrics(run_dir)["status"] == "interrupted"
     assert (run_dir / "checkpoint.pt").exists() and (run_dir / "checkpoint.prev.pt").exists()
@@ -224,29 +221,9 @@ def test_ctrl_c_saves_the_state_and_names_the_resume_command(interrupted_run):
 
 def test_ctrl_c_to_a_run_that_started_its_own_ddp_workers_stops_them_together_with_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastgpu",
-            *SLOW,
-            "parallel=ddp",
-            "parallel.nproc_per_node=2",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        env={**os.environ, **QUIET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while not ((run_dir / "history.jsonl").exists() and any(h["step"] >= 5 for h in read_history(run_dir))):
-        assert time.time() < deadline and process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)  # to the launching process only: it passes the signal on to its workers
-    _, stderr = process.communicate(timeout=120)
-    assert_refused(subprocess.CompletedProcess([], process.returncode, "", stderr), "stopped by SIGINT at step")
+    # the signal goes to the launching process only: it passes it on to its workers
+    result = _ctrl_c_at(5, run_dir, "parallel=ddp", "parallel.nproc_per_node=2")
+    assert_refused(result, "stopped by SIGINT at step")
     assert read_metrics(run_dir)["status"] == "interrupted"
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / ".fastgpu.lock").exists()
 

@@ -2,13 +2,11 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import REPO, compose_cfg, offline_runs, run_cli
+from conftest import compose_cfg, offline_runs, run_cli, start_cli
 
 from fastgpu.checkpoint import config_fingerprint, resumable, save_checkpoint
 from fastgpu.data import EpochShuffle, ResumableSampler
@@ -53,14 +51,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def _start(run_dir, env):
-    return subprocess.Popen(
-        [sys.executable, "-m", "fastgpu", *JOB, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli(*JOB, f"hydra.run.dir={run_dir}", env=env)
 
 
 def _wait_for_step(run_dir, step, process, timeout=120):

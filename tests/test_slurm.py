@@ -6,11 +6,10 @@ cluster that cannot start fails these tests; elsewhere they are skipped with the
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import IN_CI, REPO, offline_runs, read_offline_run, run_cli
+from conftest import IN_CI, REPO, offline_runs, read_offline_run, run_cli, start_cli
 
 from fastgpu.results import read_history, read_metrics
 from fastgpu.status import point_states, slurm_accounting
@@ -74,14 +73,15 @@ def test_two_point_sweep_through_slurm(tmp_path):
 
 
 def _ddp_sweep(sweep_dir, *launcher):
-    return subprocess.Popen(
-        [sys.executable, "-m", "fastgpu", "-m", *SLURM, *launcher, "parallel=ddp", "trainer.epochs=3"]
-        + [f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline"},
-        stdout=subprocess.PIPE,
+    return start_cli(
+        "-m",
+        *SLURM,
+        *launcher,
+        "parallel=ddp",
+        "trainer.epochs=3",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "offline"},
         stderr=subprocess.STDOUT,
-        text=True,
     )
 
 
@@ -149,14 +149,7 @@ def test_requeued_two_node_job_resumes_from_its_checkpoint_to_the_same_result(tm
         "inference.benchmark=false",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    sweep = subprocess.Popen(
-        ["python", "-m", "fastgpu", "-m", *args],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_cli("-m", *args, env={"WANDB_MODE": "offline"}, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while time.time() < deadline:
         history = sweep_dir / "1" / "history.jsonl"
@@ -249,14 +242,7 @@ def test_a_cancelled_point_keeps_its_resume_record_and_a_resumed_sweep_submits_o
         "inference.benchmark=false",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "fastgpu", "-m", *args],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_cli("-m", *args, env={"WANDB_MODE": "disabled"}, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while not ((sweep_dir / "1" / "history.jsonl").exists() and read_history(sweep_dir / "1")):
         assert time.time() < deadline and sweep.poll() is None
