@@ -146,7 +146,7 @@ def test_a_planted_slowdown_is_detected_with_non_overlapping_intervals(tmp_path)
     sweep = tmp_path / "s"
     result = run_cli(
         "-m",
-        "trainer.sleep_ms=0,40",  # several times the step: no load on a shared machine bridges it
+        "trainer.sleep_ms=0,150",  # several times a step even on a loaded machine: no load bridges it
         "trainer.max_steps=160",
         "trainer.log_every_n_steps=10",
         *QUICK,
