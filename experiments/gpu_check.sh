@@ -11,7 +11,7 @@
 #   bash experiments/gpu_check.sh                       # on the GPU machine
 #   DEVICE=cpu bash experiments/gpu_check.sh            # the same script with tiny sizes (speed checks advisory)
 # Knobs: RESULTS_DIR, POINT_TIMEOUT (s), STEPS, SKIP_TESTS=1, OVERHEAD=1 (also the small-model overhead
-# benchmark), PYTHON.
+# benchmark), LEVERS=1 (also fp16/bf16 + fused SGD + compile modes, the >= 1.15x target; ~10 more minutes), PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +41,12 @@ if [ "$DEVICE" = cuda ]; then
           "precision=bf16 channels_last=true export=[torch_export]|bf16,cl" "precision=fp16|fp16"
           "precision=fp16 channels_last=true|fp16,cl"
           "precision=bf16 channels_last=true compile=true trainer.sync_debug=off|bf16,cl,compile")
+  if [ -n "${LEVERS:-}" ]; then  # the expert levers (issue 14): compile modes, fused SGD, cudnn.benchmark (default on)
+    POINTS+=("precision=fp16 channels_last=true compile=true optimizer.impl=fused trainer.sync_debug=off|fp16,cl,compile,fused"
+             "precision=bf16 channels_last=true compile=max-autotune-no-cudagraphs optimizer.impl=fused trainer.sync_debug=off|bf16,cl,compile-max-autotune-no-cudagraphs,fused"
+             "precision=fp16 channels_last=true compile=max-autotune-no-cudagraphs optimizer.impl=fused trainer.sync_debug=off|fp16,cl,compile-max-autotune-no-cudagraphs,fused")
+    POINT_TIMEOUT=${LEVER_POINT_TIMEOUT:-420}  # max-autotune benchmarks kernel choices for minutes
+  fi
   VERDICT_MODE=()
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$LOG"
 else

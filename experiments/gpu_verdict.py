@@ -19,10 +19,18 @@ import sys
 from pathlib import Path
 
 MIN_RATIO, MIN_BF16_CL_SPEEDUP, MAX_RESIDENT_DATA_SHARE, ENERGY_TOLERANCE = 0.97, 4.0, 0.05, 0.20
+LEVERS_TARGET = 1.15  # the best point with the expert levers against the plain loop's bf16 + cl + compile
 
 
-def setting_key(precision: str, channels_last: bool, compile_: bool) -> str:
-    return precision + (",cl" if channels_last else "") + (",compile" if compile_ else "")
+def setting_key(precision: str, channels_last: bool, compile_, fused: bool = False) -> str:
+    """'bf16,cl,compile[-MODE][,fused]': compile_ is False/None (eager), True or 'default', or a mode name."""
+    mode = "" if compile_ in (True, "default") else f"-{compile_}"
+    return (
+        precision
+        + (",cl" if channels_last else "")
+        + (f",compile{mode}" if compile_ else "")
+        + (",fused" if fused else "")
+    )
 
 
 def load_points(sweep_dir: Path) -> list:
@@ -34,11 +42,16 @@ def load_points(sweep_dir: Path) -> list:
 
 
 def point_key(m: dict) -> str:
-    return setting_key(m.get("precision_mode") or "?", bool(m.get("channels_last")), bool(m.get("compile")))
+    mode = m.get("compile_mode") or bool(m.get("compile"))
+    return setting_key(
+        m.get("precision_mode") or "?", bool(m.get("channels_last")), mode, m.get("optimizer_impl") == "fused"
+    )
 
 
 def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool) -> dict:
-    plain = {setting_key(r["precision"], r["channels_last"], r["compile"]): r for r in plain_rows}
+    plain = {
+        setting_key(r["precision"], r["channels_last"], r["compile"], r.get("fused", False)): r for r in plain_rows
+    }
     rows, checks = [], []
 
     def check(name, passed, detail, enforced=True):
@@ -58,6 +71,7 @@ def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool)
                 "data_share": m.get("data_time_share"),
                 "energy_per_sample_j": m.get("energy_per_sample_j"),
                 "gpu_util": m.get("mean_gpu_util_percent"),
+                "mfu": m.get("mfu"),
                 "export_error": m.get("export_error"),
                 "error": m.get("error"),
             }
@@ -88,6 +102,16 @@ def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool)
         f"{speedup:.2f}x" if speedup else "a point is missing",
         speed_enforced,
     )
+    plain_compiled = plain.get("bf16,cl,compile", {}).get("samples_per_s")
+    lever_points = [r for r in rows if r["status"] == "ok" and r["fastgpu"] and "compile" in r["setting"]]
+    best = max(lever_points, key=lambda r: r["fastgpu"], default=None)
+    lever_gain = best["fastgpu"] / plain_compiled if best and plain_compiled else None
+    check(
+        f"best lever point >= {LEVERS_TARGET}x the plain loop's bf16 + cl + compile",
+        lever_gain is not None and lever_gain >= LEVERS_TARGET,
+        f"{best['setting']}: {lever_gain:.3f}x" if lever_gain else "a point is missing",
+        speed_enforced,
+    )
     exports = [f"{r['setting']}: {r['export_error']}" for r in rows if r["export_error"]]
     check("no export_error", not exports, "; ".join(exports) or "none")
     shares = [r["data_share"] for r in rows if r["data_share"] is not None]
@@ -112,15 +136,16 @@ def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool)
             speed_enforced,
         )
     passed = all(c["passed"] for c in checks if c["enforced"])
-    return {"passed": passed, "checks": checks, "rows": rows, "bf16_cl_speedup": speedup}
+    return {"passed": passed, "checks": checks, "rows": rows, "bf16_cl_speedup": speedup, "lever_gain": lever_gain}
 
 
 def markdown(verdict: dict, device: str) -> str:
     lines = [
         f"# GPU check verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({device})",
         "",
-        "| setting | status | FastGPU img/s | plain img/s | FastGPU / plain | data share | J/sample | GPU util % |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | status | FastGPU img/s | plain img/s | FastGPU / plain | MFU | data share | J/sample "
+        "| GPU util % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(value, spec):
@@ -129,7 +154,7 @@ def markdown(verdict: dict, device: str) -> str:
     for r in verdict["rows"]:
         lines.append(
             f"| {r['setting']} | {r['status']} | {fmt(r['fastgpu'], ',.0f')} | {fmt(r['plain'], ',.0f')} | "
-            f"{fmt(r['ratio'], '.3f')} | {fmt(r['data_share'], '.3f')} | "
+            f"{fmt(r['ratio'], '.3f')} | {fmt(r.get('mfu'), '.1%')} | {fmt(r['data_share'], '.3f')} | "
             f"{fmt(r['energy_per_sample_j'], '.4f')} | {fmt(r['gpu_util'], '.0f')} |"
         )
     lines += ["", "| check | result | detail |", "|---|---|---|"]

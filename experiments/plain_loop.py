@@ -2,11 +2,13 @@
 
 What a careful user writes by hand: the model, SGD (lr 0.01, momentum 0.9, weight decay 1e-4), one fixed
 synthetic batch on the device, autocast (+ GradScaler for fp16), TF32 flags, channels_last and
-torch.compile as the setting says; `--warmup` steps, then `--steps` timed steps, the device synchronised
+torch.compile (and its mode) and a fused SGD as the setting says, cudnn.benchmark on (FastGPU's default);
+`--warmup` steps, then `--steps` timed steps, the device synchronised
 before each clock read. No logging, no metrics. One row per setting in one process, written to `--out`.
 
     python experiments/plain_loop.py --device cuda --model resnet50 --image-size 224 --classes 1000 \\
-        --batch 256 --settings fp32 fp32,cl bf16,cl bf16,cl,compile --out plain.json
+        --batch 256 --settings fp32 fp32,cl bf16,cl bf16,cl,compile bf16,cl,compile-max-autotune-no-cudagraphs,fused \
+        --out plain.json
 """
 
 import argparse
@@ -25,19 +27,27 @@ from fastgpu.models import build_model  # noqa: E402
 DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def parse_setting(text: str) -> dict:
-    """'bf16,cl,compile' -> {'precision': 'bf16', 'channels_last': True, 'compile': True}."""
+    """'bf16,cl,compile-max-autotune,fused' -> {'precision': 'bf16', 'channels_last': True,
+    'compile': 'max-autotune', 'fused': True}; plain 'compile' is mode default."""
     tokens = text.split(",")
-    if tokens[0] not in DTYPES or not set(tokens[1:]) <= {"cl", "compile"}:
+    modes = {"compile": "default", **{f"compile-{m}": m for m in COMPILE_MODES}}
+    if tokens[0] not in DTYPES or not set(tokens[1:]) <= {"cl", "fused", *modes}:
         raise SystemExit(
-            f"plain_loop: setting {text!r} is not PRECISION[,cl][,compile] with PRECISION in {list(DTYPES)}"
+            f"plain_loop: setting {text!r} is not PRECISION[,cl][,compile[-MODE]][,fused] with PRECISION in "
+            f"{list(DTYPES)}"
         )
-    return {"precision": tokens[0], "channels_last": "cl" in tokens, "compile": "compile" in tokens}
+    mode = next((modes[t] for t in tokens[1:] if t in modes), None)
+    return {"precision": tokens[0], "channels_last": "cl" in tokens, "compile": mode, "fused": "fused" in tokens}
 
 
 def run(setting: dict, args) -> dict:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = setting["precision"] == "tf32"
         torch.cuda.reset_peak_memory_stats()
@@ -48,8 +58,9 @@ def run(setting: dict, args) -> dict:
     data_cfg = OmegaConf.create({"channels": 3, "image_size": args.image_size, "num_classes": args.classes})
     memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format
     model = build_model(model_cfg, data_cfg).to(device, memory_format=memory_format)
-    forward = torch.compile(model) if setting["compile"] else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    forward = torch.compile(model, mode=setting["compile"]) if setting["compile"] else model
+    fused = {"fused": True} if setting["fused"] else {}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, **fused)
     dtype = DTYPES[setting["precision"]]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)

@@ -17,11 +17,13 @@ class ModelConfig:
     hidden_dims: List[int] = field(default_factory=lambda: [256, 256])  # mlp
     dropout: float = 0.0
     stem: str = "auto"  # resnets: imagenet | cifar | auto (cifar-style stem for inputs <= 64 px)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory, more time)
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"  # digits | synthetic | cifar10 | imagefolder
+    loader: str = "torch"  # torch (DataLoader) | dali (NVIDIA DALI decoding pipeline; imagefolder only)
     root: Optional[str] = None  # cifar10 / imagefolder: a local path, never downloaded
     num_classes: int = 10
     channels: int = 1
@@ -42,7 +44,7 @@ class DataConfig:
 
 @dataclass
 class PrecisionConfig:
-    name: str = "fp32"  # fp32 | tf32 | bf16 | fp16
+    name: str = "fp32"  # fp32 | tf32 | bf16 | fp16 | fp8 (torchao float8 training; sm_89+ GPUs)
     fallback: Optional[str] = None  # precision to use where the device cannot do `name`; None: error
 
 
@@ -81,6 +83,8 @@ class InferenceConfig:
 class TrainerConfig:
     epochs: int = 20
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
+    accumulate_grad_batches: int = 1  # loader batches per optimizer step (DDP syncs gradients on the last only)
+    cudnn_benchmark: Optional[bool] = None  # None: on, unless deterministic
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     warmup_steps: int = 5  # excluded from throughput, step-time, data-share and energy figures
@@ -95,6 +99,9 @@ class TrainerConfig:
     sleep_ms: float = 0.0  # a planted slowdown per step (host sleep): for testing what a sweep detects
     sync_debug: str = "off"  # off | warn | error: torch.cuda.set_sync_debug_mode over the steady steps (CUDA)
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
+    profile: bool = False  # torch.profiler over `profile_steps` steps right after warm-up (excluded from timings)
+    profile_steps: int = 5
+    memory_limit_mb: Optional[float] = None  # cap on what the run may allocate (CUDA: per process; CPU: address space)
 
 
 @dataclass
@@ -137,7 +144,7 @@ class FastGPUConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     export: List[str] = field(default_factory=lambda: ["torch_export"])  # torch_export, onnx; [] for none
-    compile: bool = False
+    compile: Any = False  # false (eager) | true (torch.compile in compile_mode) | a mode name, e.g. max-autotune
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     channels_last: bool = False
 
@@ -164,6 +171,8 @@ class Range:
         if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":  # every element
             return all(self.ok(item) for item in value)
         if self.choices:
+            if isinstance(value, bool) or isinstance(value, int) and any(isinstance(c, bool) for c in self.choices):
+                return any(value is c for c in self.choices)
             return value in self.choices or (self.pattern is not None and re.fullmatch(self.pattern, str(value)))
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -172,12 +181,23 @@ class Range:
     @property
     def expected(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(self.choices) + (f" or {self.shown}" if self.pattern else "")
+            shown = [str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices]
+            return "one of " + ", ".join(shown) + (f" or {self.shown}" if self.pattern else "")
         if self.high is None:
             text = f"a number > {self.low}" if self.low_open else f"a number >= {self.low}"
         else:
             text = f"a number in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
         return text + (" (or null)" if self.optional else "")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(cfg):
+    """The torch.compile mode the run uses, or None for eager: `compile` may name the mode itself."""
+    if isinstance(cfg.compile, str):
+        return cfg.compile
+    return cfg.compile_mode if cfg.compile else None
 
 
 def _at_least(low, optional=False):
@@ -211,6 +231,7 @@ RANGES = {
     "data.num_workers": _at_least(0),
     "data.prefetch_factor": _at_least(1, optional=True),
     "data.on_corrupt": _one_of("fail", "skip"),
+    "data.loader": _one_of("torch", "dali"),
     "parallel.nproc_per_node": _at_least(1),
     "parallel.backend": _one_of("auto", "gloo", "nccl"),
     "parallel.master_port": _between(0, 65535),
@@ -228,6 +249,7 @@ RANGES = {
     "inference.warmup": _at_least(0),
     "trainer.epochs": _at_least(1),
     "trainer.max_steps": _at_least(1, optional=True),
+    "trainer.accumulate_grad_batches": _at_least(1),
     "trainer.seed": _at_least(0),
     "trainer.device": _one_of("auto", "cpu", "cuda", pattern=r"cuda:\d+", shown="cuda:N"),
     "trainer.warmup_steps": _at_least(0),
@@ -239,10 +261,14 @@ RANGES = {
     "trainer.sleep_ms": _at_least(0),
     "trainer.sync_debug": _one_of("off", "warn", "error"),
     "trainer.num_threads": _at_least(1, optional=True),
+    "trainer.profile_steps": _at_least(1),
+    "trainer.memory_limit_mb": _at_least(1, optional=True),
+    "optimizer.impl": _one_of("auto", "fused", "foreach", "loop"),
     "logger.wandb.mode": _one_of("online", "offline", "disabled"),
     "report.accuracy_tolerance": _between(0, 1),
     "report.min_gain": _at_least(0),
-    "compile_mode": _one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "compile_mode": _one_of(*COMPILE_MODES),
+    "compile": _one_of(False, True, *COMPILE_MODES),
 }
 
 

@@ -48,3 +48,10 @@ class Interrupted(FastGPUError):
             f"continue with: python -m fastgpu +resume={run_dir}"
         )
         self.watch = watch
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError of its own)."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)

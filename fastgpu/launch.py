@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from fastgpu.checkpoint import PreemptionWatch
-from fastgpu.errors import FastGPUError, first_line
+from fastgpu.errors import FastGPUError, first_line, is_out_of_memory
 from fastgpu.parallel import DistEnv, external_launcher_env, free_port
 from fastgpu.results import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
 from fastgpu.rundir import DirLock, check_run_dir
@@ -41,13 +41,15 @@ def failure_record(exc: BaseException, cfg) -> dict:
         last = [line for line in str(exc).strip().splitlines() if line.strip()][-1]
         type_name, _, message = last.partition(": ")
         type_name = type_name.rsplit(".", 1)[-1]
+        if "can't allocate memory" in message:  # the CPU allocator's out-of-memory
+            type_name = "OutOfMemoryError"
         status = {"DivergedError": "diverged", "OutOfMemoryError": "oom", "Interrupted": "interrupted"}.get(
             type_name, "failed"
         )
         if status == "oom":
             message = _oom_message(cfg)
         return {"status": status, "error_type": type_name, "error": message}
-    if isinstance(exc, torch.OutOfMemoryError):
+    if is_out_of_memory(exc):
         return {"status": "oom", "error_type": "OutOfMemoryError", "error": _oom_message(cfg)}
     if isinstance(exc, KeyboardInterrupt):  # Ctrl-C outside the training loop (which saves and stops on it)
         return {

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fastgpu.errors import DivergedError, Interrupted
 from fastgpu.parallel import all_reduce
-from fastgpu.step import evaluate, train_step
+from fastgpu.step import backward_step, evaluate, optimizer_step
 
 
 def fit(job, p, meter, recorder, preemption) -> None:
@@ -26,26 +26,34 @@ def fit(job, p, meter, recorder, preemption) -> None:
     checkpoint_every = tcfg.checkpoint_every_n_steps or math.inf
     show = job.env.is_main and tcfg.progress_bar
     bar = tqdm(total=job.total_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=not show)
+    accumulate = tcfg.accumulate_grad_batches
+    batches_per_epoch = job.steps_per_epoch * accumulate  # a last incomplete accumulation is left out
     for epoch in range(p.epoch, job.epochs):
         job.model.train()
         job.data.train_sampler.set_epoch(epoch, skip=p.batch_in_epoch * job.cfg.data.batch_size)
         p.epoch = epoch
         for x, y in meter.batches(job.data.train, job.to_device):
-            loss_sum += train_step(job.forward, x, y, job.optimizer, job.scaler, job.precision.autocast, scaler_sync)
+            p.batch_in_epoch += 1
+            micro = p.batch_in_epoch % accumulate
+            with job.no_sync() if micro else contextlib.nullcontext():  # gradients all-reduced on the last only
+                loss_sum += backward_step(job.forward, x, y, job.scaler, job.precision.autocast, accumulate)
+            if micro:
+                meter.step_end()
+                continue
+            optimizer_step(job.optimizer, job.scaler, scaler_sync)
             if job.scheduler is not None:
                 job.scheduler.step()
             if tcfg.sleep_ms:
                 time.sleep(tcfg.sleep_ms / 1e3)
-            p.step += 1
-            p.batch_in_epoch += 1
             meter.step_end()
+            p.step += 1
             bar.update()
             log_step = p.step % tcfg.log_every_n_steps == 0 or p.step == 1
             periodic = p.step % checkpoint_every == 0
             if log_step or periodic or preemption.requested or job.pruner is not None:
                 with meter.sync_allowed():
                     _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, periodic, bar)
-            if p.step >= job.total_steps:
+            if p.step >= job.total_steps or p.batch_in_epoch >= batches_per_epoch:
                 break
         epoch_energy = meter.epoch_end()
         if (epoch + 1) % tcfg.eval_every_n_epochs == 0 or p.step >= job.total_steps:
@@ -85,7 +93,7 @@ def _log(job, p, meter, recorder, loss_sum, bar) -> None:
         )
     p.logged_loss_sum, p.logged_step = total_loss, p.step
     entry = {"step": p.step, "epoch": p.epoch, "train/loss": mean_loss, "lr": job.optimizer.param_groups[0]["lr"]}
-    if interval:
+    if interval:  # meter steps are loader batches: with accumulation, an optimizer step is several of them
         entry["train/step_time_ms"] = 1e3 * sum(interval) / len(interval)
         entry["train/samples_per_s"] = len(interval) * job.cfg.data.batch_size * job.env.world_size / sum(interval)
     recorder.record(entry)

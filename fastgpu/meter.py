@@ -50,8 +50,11 @@ class RunMeter:
     and `summary(reduce)` once at the end. `monitor` supplies `energy_j()`, `samples` and `t0`.
     """
 
-    def __init__(self, device, warmup_steps: int, monitor, sync_debug: str = "off", now=time.perf_counter):
+    def __init__(
+        self, device, warmup_steps: int, monitor, sync_debug: str = "off", now=time.perf_counter, profiler=None
+    ):
         self.device, self.warmup_steps, self.monitor, self.now = device, warmup_steps, monitor, now
+        self.profiler = profiler  # trainer.profile: stepped with the clock; its steps are inside warm-up
         self.clock = StepClock(device, now)
         self.state = MeterState()
         self.steps_done = 0
@@ -79,6 +82,8 @@ class RunMeter:
     def step_end(self) -> None:
         self.clock.step()
         self.steps_done += 1
+        if self.profiler is not None:
+            self.profiler.step()
         if self.steps_done == self.warmup_steps:
             self._warmup_done()
 

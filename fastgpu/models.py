@@ -2,6 +2,7 @@
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision import models as tv_models
 
 from fastgpu.errors import FastGPUError, choose
@@ -72,7 +73,41 @@ MODELS = {"small_cnn": _small_cnn, "resnet18": _resnet, "resnet50": _resnet, "ml
 
 def build_model(cfg, data_cfg) -> nn.Module:
     """model.name's builder, called with (cfg, channels, image_size, num_classes) from the data config."""
-    return choose(MODELS, "model.name", cfg.name)(cfg, data_cfg.channels, data_cfg.image_size, data_cfg.num_classes)
+    model = choose(MODELS, "model.name", cfg.name)(cfg, data_cfg.channels, data_cfg.image_size, data_cfg.num_classes)
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(model)
+    return model
+
+
+class Checkpointed(nn.Module):
+    """Runs `block` without keeping its inner activations for backward: backward recomputes them (torch's
+    non-reentrant checkpoint). Only the block's input is kept. In training mode BatchNorm's running statistics
+    see the recomputation too, as with every activation-checkpointing wrapper."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            return self.block(x)
+        return checkpoint(self.block, x, use_reentrant=False)
+
+
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Wrap every residual block (resnets: layer1..layer4's blocks; small_cnn: its two stages) in `Checkpointed`."""
+    if isinstance(model, SmallCNN):
+        model.stage1, model.stage2 = Checkpointed(model.stage1), Checkpointed(model.stage2)
+    elif hasattr(model, "layer4"):
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            layer = getattr(model, name)
+            for index, block in enumerate(layer):
+                layer[index] = Checkpointed(block)
+    else:  # an mlp keeps little besides each layer's input, which a checkpoint keeps too
+        raise FastGPUError(
+            "model.activation_checkpointing=true works for small_cnn, resnet18 and resnet50 (an mlp saves nothing "
+            "by it); set it to false"
+        )
 
 
 def model_stats(model: nn.Module) -> dict:

@@ -1,8 +1,35 @@
-"""Learning-rate schedules, each called by the train loop as schedule(optimizer, total_steps=N)."""
+"""The optimizer (with the kernel that updates the weights) and learning-rate schedules, each called by the
+train loop as schedule(optimizer, total_steps=N)."""
 
 import math
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+# optimizer.impl -> the keyword torch's optimizers take for it: one fused kernel for all parameters, a few
+# multi-tensor (foreach) kernels, or a Python loop over parameters; auto leaves torch to choose (foreach on CUDA)
+IMPLS = {"auto": {}, "fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
+
+
+def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    """instantiate(optimizer config) with `impl` turned into torch's fused/foreach keyword."""
+    from fastgpu.errors import choose
+
+    cfg = OmegaConf.to_container(cfg)
+    impl = choose(IMPLS, "optimizer.impl", cfg.pop("impl", "auto"))
+    return instantiate(cfg, **impl)(params)
+
+
+def optimizer_impl(optimizer: torch.optim.Optimizer) -> str:
+    """What the optimizer really runs: fused, foreach or loop (auto's choice resolved the way torch does)."""
+    defaults = optimizer.defaults
+    if defaults.get("fused"):
+        return "fused"
+    if defaults.get("foreach") is None:  # torch's default: foreach where every parameter is on CUDA
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return "foreach" if params and all(p.is_cuda for p in params) else "loop"
+    return "foreach" if defaults["foreach"] else "loop"
 
 
 def constant(optimizer, total_steps: int):

@@ -8,7 +8,8 @@ import torch
 
 from fastgpu.errors import FastGPUError, choose
 
-MODES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
+# name -> autocast dtype; fp8 runs torchao's float8 Linear layers inside bf16 autocast
+MODES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Precision:
 
 def unsupported_reason(name: str, device: torch.device) -> Optional[str]:
     """Why `device` cannot run precision `name` usefully, or None if it can."""
+    if name == "fp8":
+        return _fp8_unsupported(device)
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         if name == "tf32" and major < 8:
@@ -39,6 +42,39 @@ def unsupported_reason(name: str, device: torch.device) -> Optional[str]:
     if name == "fp16":
         return f"precision=fp16 needs a CUDA GPU; fp16 autocast on {device.type} is ~25x slower than fp32"
     return None
+
+
+def _fp8_unsupported(device: torch.device) -> Optional[str]:
+    if device.type != "cuda":
+        return f"precision=fp8 needs an sm_89+ GPU (L4, L40S, H100, H200); device {device.type} has no float8 matmul"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        return f"precision=fp8 needs an sm_89+ GPU (L4, L40S, H100, H200); {name} is sm_{major}{minor}"
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        return "precision=fp8 needs torchao (pip install torchao)"
+    return None
+
+
+def fp8_eligible(module, fqn: str = "") -> bool:
+    """torchao's float8 matmuls need both Linear dimensions divisible by 16."""
+    return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def convert_for_precision(precision: "Precision", model: torch.nn.Module) -> torch.nn.Module:
+    """fp8: swap the eligible Linear layers for torchao's Float8Linear (dynamic scaling); other modes: as is."""
+    if precision.name != "fp8":
+        return model
+    from torchao.float8 import convert_to_float8_training
+
+    if not any(fp8_eligible(m) for m in model.modules()):
+        raise FastGPUError(
+            "precision=fp8 converts Linear layers with sizes divisible by 16, and this model has none "
+            "(convolutions stay in bf16); use precision=bf16"
+        )
+    return convert_to_float8_training(model, module_filter_fn=fp8_eligible)
 
 
 def build_precision(cfg, device: torch.device) -> Precision:

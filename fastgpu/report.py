@@ -216,6 +216,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
             + [f"- `{r['name']}` ({r['overrides']}): **{r['status']}** — {r['error']} — `{r['dir']}`" for r in failed]
             + [""]
         )
+    lines += where_time_goes(points)
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     return {
@@ -226,6 +227,20 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         "baseline": baseline,
         "timed_together": overlaps,
     }
+
+
+def where_time_goes(points: list, n: int = 5) -> list:
+    """Per profiled point (trainer.profile=true): its top ops by device time and the trace to open."""
+    profiled = [p for p in points if p["metrics"].get("profile_top_ops")]
+    if not profiled:
+        return []
+    lines = ["## Where the time goes (profiled steps, self time)", ""]
+    for point in profiled:
+        m = point["metrics"]
+        ops = ", ".join(f"`{op['op']}` {op['share']:.0%}" for op in m["profile_top_ops"][:n])
+        trace = f"{point['dir']}/{m['profile_trace']}" if m.get("profile_trace") else "no trace"
+        lines.append(f"- **{m.get('name')}**: {ops} — trace `{trace}`")
+    return lines + [""]
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
 
+import contextlib
 import math
 import platform
 import socket
@@ -14,13 +15,16 @@ import fastgpu
 from fastgpu import metrics as M
 from fastgpu.checkpoint import PreemptionWatch, Progress
 from fastgpu.compression import training_hook
+from fastgpu.config import compile_mode
 from fastgpu.data import build_data
 from fastgpu.errors import FastGPUError
 from fastgpu.finalize import compress_and_deploy
+from fastgpu.flops import mfu_figures, training_flops_per_sample
 from fastgpu.loop import fit
 from fastgpu.meter import RunMeter
 from fastgpu.models import build_model, model_stats
 from fastgpu.monitor import ResourceMonitor
+from fastgpu.optim import build_optimizer, optimizer_impl
 from fastgpu.parallel import (
     DistEnv,
     all_reduce,
@@ -33,7 +37,8 @@ from fastgpu.parallel import (
     shutdown,
     wrap_model,
 )
-from fastgpu.precision import build_precision
+from fastgpu.precision import build_precision, convert_for_precision
+from fastgpu.profiling import StepProfiler
 from fastgpu.recorder import Recorder
 from fastgpu.results import write_metrics
 
@@ -54,14 +59,21 @@ class Job:
     scheduler: object
     pruner: object
     memory_format: torch.memory_format
-    total_steps: int
+    total_steps: int  # optimizer steps
+    steps_per_epoch: int  # optimizer steps per epoch (loader batches / trainer.accumulate_grad_batches)
     epochs: int
     metrics: object  # the evaluation metrics (torchmetrics)
     stats: dict  # parameter count and size of the bare model
+    flops_per_sample: object = None  # forward + backward FLOPs of one training sample (main rank only)
 
     @property
     def scaler(self):
         return self.precision.scaler
+
+    def no_sync(self):
+        """DDP's no_sync (FSDP's too): the backward of an inner accumulation step leaves gradients local."""
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if no_sync is not None else contextlib.nullcontext()
 
     def to_device(self, batch):
         x = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -70,18 +82,25 @@ class Job:
 
 def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     job = build(cfg, env)
-    monitor = ResourceMonitor(job.device, cfg.trainer.monitor_interval_s)
-    meter = RunMeter(job.device, cfg.trainer.warmup_steps, monitor, cfg.trainer.sync_debug)
+    tcfg = cfg.trainer
+    monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
     recorder = Recorder(cfg, out_dir, env.is_main, monitor)
+    warmup_steps, profiler = tcfg.warmup_steps, None
+    if tcfg.profile and env.is_main:  # the profiled steps are warm-up for the meter: its overhead is never timed
+        profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps)
+        warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps)
+    meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler)
     p = recorder.open(job, meter)
     M.reset_peak_memory(job.device)
     monitor.start()
     started_at = utc_now()
     try:
-        with PreemptionWatch() as preemption:
+        with PreemptionWatch() as preemption, M.memory_limit(tcfg.memory_limit_mb, job.device):
             fit(job, p, meter, recorder, preemption)
     finally:
         meter.close()
+        if profiler is not None:
+            profiler.close()
     # where and when it trained: the report flags points timed on one host at the same time
     when = {"host": socket.gethostname(), "hosts": rank_hosts(), "started_at": started_at, "ended_at": utc_now()}
     recorder.record_samples(p.step)
@@ -90,6 +109,19 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     if job.data.skipped is not None:  # every rank's count of unreadable samples skipped (data.on_corrupt=skip)
         measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
     metrics = summarize(job, p, {**when, **measured})
+    metrics.update(
+        mfu_figures(
+            job.flops_per_sample,
+            metrics["throughput"],
+            job.device.type,
+            metrics["device_name"],
+            job.precision.name,
+            env.world_size,
+        )
+    )
+    if profiler is not None:
+        metrics["profile_trace"] = str(profiler.path.relative_to(out_dir)) if profiler.path.exists() else None
+        metrics["profile_top_ops"] = profiler.top_ops
     metrics["name"] = recorder.rename(job)  # by what ran: a precision fallback, an unwrapped ddp request
     metrics.update({k: v for k, v in resources.items() if k in ("monitor_samples", "max_gpu_mem_used_mb")})
     if job.pruner is not None:
@@ -110,23 +142,29 @@ def build(cfg, env: DistEnv) -> Job:
     init_process_group(env, device, cfg.parallel.backend)
     set_cpu_threads(tcfg.num_threads)
     seed_everything(tcfg.seed, tcfg.deterministic)
+    torch.backends.cudnn.benchmark = cudnn_benchmark(tcfg)
     data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
     bare = build_model(cfg.model, cfg.data)
     stats = model_stats(bare)
+    sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    flops = training_flops_per_sample(bare, sample_shape) if env.is_main else None  # the model as built, on meta
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
+    bare = convert_for_precision(precision, bare)
     model, parallel = wrap_model(bare, cfg.parallel.strategy, device)
-    steps_per_epoch = len(data.train)
+    accumulate = tcfg.accumulate_grad_batches
+    steps_per_epoch = len(data.train) // accumulate
     if steps_per_epoch == 0:
         raise FastGPUError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the training set on each rank; lower it"
+            f"data.batch_size={cfg.data.batch_size} x trainer.accumulate_grad_batches={accumulate} is larger than "
+            "the training set on each rank; lower either"
         )
     total_steps = tcfg.max_steps or steps_per_epoch * tcfg.epochs
     if cfg.compression.name == "prune" and cfg.compression.schedule == "gradual" and parallel == "fsdp":
         raise FastGPUError(
             "gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot"
         )
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
     return Job(
         cfg=cfg,
         env=env,
@@ -135,16 +173,25 @@ def build(cfg, env: DistEnv) -> Job:
         data=data,
         model=model,
         parallel=parallel,
-        forward=torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model,
+        forward=torch.compile(model, mode=compile_mode(cfg)) if compile_mode(cfg) else model,
         optimizer=optimizer,
         scheduler=instantiate(cfg.scheduler)(optimizer, total_steps=total_steps),  # None: constant lr
         pruner=training_hook(cfg.compression, bare, total_steps),  # None unless gradual pruning
         memory_format=memory_format,
         total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
         epochs=math.ceil(total_steps / steps_per_epoch),
         metrics=M.eval_metrics(cfg.data.num_classes, device),
         stats=stats,
+        flops_per_sample=flops,
     )
+
+
+def cudnn_benchmark(tcfg) -> bool:
+    """trainer.cudnn_benchmark, where null means on unless the run must be deterministic."""
+    if tcfg.cudnn_benchmark is None:
+        return not tcfg.deterministic
+    return bool(tcfg.cudnn_benchmark)
 
 
 def summarize(job: Job, p: Progress, measured: dict) -> dict:
@@ -172,12 +219,17 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "epochs": p.epoch + 1,
         "data": cfg.data.name,
         "batch_size": cfg.data.batch_size,
-        "global_batch_size": cfg.data.batch_size * env.world_size,
+        "global_batch_size": cfg.data.batch_size * env.world_size * cfg.trainer.accumulate_grad_batches,
+        "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
         "world_size": env.world_size,
         "device": job.device.type,
         "device_name": device_name(job.device),
         "precision_mode": job.precision.name,
         "compile": bool(cfg.compile),
+        "compile_mode": compile_mode(cfg),
+        "optimizer_impl": optimizer_impl(job.optimizer),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "activation_checkpointing": bool(cfg.model.activation_checkpointing),
         "channels_last": bool(cfg.channels_last),
         "parallel": job.parallel,
         "parallel_requested": cfg.parallel.strategy,

@@ -18,18 +18,32 @@ def forward_loss(model, x, y, autocast):
 
 
 def train_step(model, x, y, optimizer, scaler, autocast, scaler_sync=contextlib.nullcontext):
-    """Forward, backward and update; returns the loss, still on the device.
+    """Forward, backward and update of one batch; returns the loss, still on the device."""
+    loss = backward_step(model, x, y, scaler, autocast)
+    optimizer_step(optimizer, scaler, scaler_sync)
+    return loss
+
+
+def backward_step(model, x, y, scaler, autocast, accumulate: int = 1):
+    """Forward and backward of one (micro-)batch, its gradients added to those already there; returns its share
+    of the step's loss (loss / accumulate), still on the device."""
+    loss = forward_loss(model, x, y, autocast)
+    if accumulate > 1:
+        loss = loss / accumulate
+    scaler.scale(loss).backward()
+    return loss.detach()
+
+
+def optimizer_step(optimizer, scaler, scaler_sync=contextlib.nullcontext) -> None:
+    """Update from the accumulated gradients, then clear them (nanoGPT's order).
 
     `scaler_sync` wraps GradScaler.step, the one call that reads the device every step under fp16 (it
     skips the update when a gradient overflowed); the meter allows that sync there and nowhere else.
     """
-    loss = forward_loss(model, x, y, autocast)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
     with scaler_sync():
         scaler.step(optimizer)
     scaler.update()
-    return loss.detach()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def finetune(model, loader, epochs: int, lr: float, device, precision, memory_format) -> None:
@@ -39,6 +53,7 @@ def finetune(model, loader, epochs: int, lr: float, device, precision, memory_fo
     same_device = device.type == precision.device_type
     scaler = torch.amp.GradScaler(device.type, enabled=same_device and precision.scaler.is_enabled())
     autocast = precision.autocast if same_device else contextlib.nullcontext
+    optimizer.zero_grad(set_to_none=True)
     for _ in range(epochs):
         for x, y in loader:
             x = x.to(device, non_blocking=True, memory_format=memory_format)

@@ -18,4 +18,8 @@ def format_summary(metrics: dict, title: str = "") -> str:
     width = max(len(label) for label, _ in lines)
     out = [title or "FastGPU run", setting, "-" * (width + 16)]
     out += [f"{label:<{width}}  {text:>14}" for label, text in lines]
+    top = metrics.get("profile_top_ops") or []
+    if top:
+        out.append("top ops by self time (profiled steps):")
+        out += [f"  {op['share']:6.1%}  {op['time_ms']:9.2f} ms  {op['op']}" for op in top[:5]]
     return "\n".join(out)

@@ -14,7 +14,7 @@ def run_name(cfg) -> str:
     """The readable name of a single run: model-precision[-compile][-cl][-strategy]."""
     parts = [cfg.model.name, cfg.precision.name]
     if cfg.compile:
-        parts.append("compile")
+        parts.append("compile" if cfg.compile is True else f"compile-{cfg.compile}")
     if cfg.channels_last:
         parts.append("cl")
     if cfg.parallel.strategy != "none":

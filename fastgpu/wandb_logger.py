@@ -17,6 +17,7 @@ class WandbLogger:
         from fastgpu.errors import FastGPUError
 
         wcfg = cfg.logger.wandb
+        self.out_dir = Path(out_dir)
         mode = os.environ.get("WANDB_MODE") or wcfg.mode
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
@@ -54,7 +55,16 @@ class WandbLogger:
 
     def finish(self, summary: dict, exit_code: int = 0) -> None:
         self._guarded(self.run.summary.update, {k: v for k, v in summary.items() if v is not None})
+        if summary.get("profile_trace"):  # trainer.profile=true: the Chrome trace travels with the run
+            self._guarded(self._log_trace, self.out_dir / summary["profile_trace"])
         self._guarded(self.run.finish, exit_code=exit_code)
+
+    def _log_trace(self, path: Path) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(f"profile-{self.run.id}", type="profile")
+        artifact.add_file(str(path), name="trace.json")
+        self.run.log_artifact(artifact)
 
     def _guarded(self, call, *args, **kwargs) -> None:
         """W&B's service process can die under a run (Slurm signals every process of a job being preempted):

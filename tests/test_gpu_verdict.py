@@ -8,24 +8,33 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "experiments"))
 from gpu_verdict import judge  # noqa: E402
 
-SETTINGS = [("fp32", False, False, 900), ("bf16", True, False, 4600), ("bf16", True, True, 6400)]
+SETTINGS = [  # precision, channels_last, compile (mode), fused SGD, samples/s
+    ("fp32", False, False, False, 900),
+    ("bf16", True, False, False, 4600),
+    ("bf16", True, True, False, 6400),
+    ("bf16", True, "max-autotune-no-cudagraphs", True, 7400),  # 1.156x the plain bf16 + cl + compile
+]
 
 
 def points_and_plain(**changes):
     points, plain = [], []
-    for precision, cl, compiled, speed in SETTINGS:
+    for precision, cl, compiled, fused, speed in SETTINGS:
         points.append(
             {
                 "status": "ok",
                 "precision_mode": precision,
                 "channels_last": cl,
-                "compile": compiled,
+                "compile": bool(compiled),
+                "compile_mode": (compiled if isinstance(compiled, str) else "default") if compiled else None,
+                "optimizer_impl": "fused" if fused else "foreach",
                 "throughput": speed,
                 "data_time_share": 0.01,
                 "energy_per_sample_j": 0.15 if cl else 0.7,
             }
         )
-        plain.append({"precision": precision, "channels_last": cl, "compile": compiled, "samples_per_s": speed})
+        plain.append(
+            {"precision": precision, "channels_last": cl, "compile": compiled, "fused": fused, "samples_per_s": speed}
+        )
     for key, value in changes.items():
         index, field = key.split("__")
         points[int(index)][field] = value
@@ -50,6 +59,7 @@ def test_a_healthy_run_passes():
         ({"0__data_time_share": 0.64}, "device-resident data share <= 5%"),
         ({"2__energy_per_sample_j": 0.537}, "compile energy/sample within 20% of eager bf16+cl"),
         ({"2__status": "failed"}, "every point finished"),
+        ({"3__throughput": 7300}, "best lever point >= 1.15x the plain loop's bf16 + cl + compile"),
     ],
 )
 def test_each_wrong_figure_fails_the_verdict(changes, check):

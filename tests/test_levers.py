@@ -1,0 +1,209 @@
+"""The expert speed levers (issue 14): each changes what it says it changes, and MFU/profiler report true things."""
+
+import contextlib
+import json
+import sys
+
+import pytest
+import torch
+from conftest import compose_cfg, run_cli
+from omegaconf import OmegaConf
+
+from fastgpu.errors import FastGPUError
+from fastgpu.flops import mfu_figures, peak_tflops, training_flops_per_sample
+from fastgpu.launch import launch
+from fastgpu.models import Checkpointed, build_model
+from fastgpu.optim import build_optimizer, optimizer_impl
+from fastgpu.precision import build_precision
+from fastgpu.results import read_metrics
+from fastgpu.run import cudnn_benchmark
+from fastgpu.step import backward_step, optimizer_step
+
+QUICK = ("trainer.progress_bar=false", "logger.wandb.mode=disabled", "inference.benchmark=false", "export=[]")
+
+
+def _ops_of_one_step(optimizer, model) -> set:
+    model(torch.randn(4, 8)).sum().backward()
+    with torch.profiler.profile() as prof:
+        optimizer.step()
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizer_impl_runs_the_kernel_it_names(name):
+    cfg = compose_cfg(f"optimizer={name}").optimizer
+    fused_op = {"sgd": "aten::_fused_sgd_", "adamw": "aten::_fused_adamw_"}[name]
+    for impl in ("fused", "foreach", "loop"):
+        model = torch.nn.Linear(8, 8)
+        cfg.impl = impl
+        optimizer = build_optimizer(cfg, model.parameters())
+        ops = _ops_of_one_step(optimizer, model)
+        assert (fused_op in ops) == (impl == "fused"), (impl, ops)
+        assert any(op.startswith("aten::_foreach_") for op in ops) == (
+            impl == "foreach" or name == "adamw" and impl == "fused"
+        ), (impl, ops)
+        assert optimizer_impl(optimizer) == impl
+    cfg.impl = "auto"
+    assert optimizer_impl(build_optimizer(cfg, torch.nn.Linear(8, 8).parameters())) == "loop"  # torch's CPU default
+    cfg.impl = "fast"
+    with pytest.raises(FastGPUError, match="optimizer.impl='fast' is not known; use one of auto, foreach, fused"):
+        build_optimizer(cfg, torch.nn.Linear(8, 8).parameters())
+
+
+def _mlp_grads(batches, accumulate):
+    torch.manual_seed(0)
+    model = build_model(compose_cfg("model=mlp").model, compose_cfg().data)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for x, y in batches:
+        backward_step(model, x, y, scaler, contextlib.nullcontext, accumulate)
+    return [p.grad.clone() for p in model.parameters()], model
+
+
+def test_accumulated_gradients_equal_the_big_batch():
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    big, _ = _mlp_grads([(x, y)], accumulate=1)
+    accumulated, model = _mlp_grads([(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)], accumulate=4)
+    for a, b in zip(big, accumulated):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert max(float(g.abs().max()) for g in big) > 1e-3  # the comparison is of real gradients
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer_step(optimizer, torch.amp.GradScaler("cpu", enabled=False))
+    assert all(p.grad is None for p in model.parameters())  # cleared for the next accumulation
+
+
+def test_accumulation_counts_optimizer_steps_and_every_sample(tmp_path):
+    overrides = ("trainer.max_steps=8", "trainer.warmup_steps=2", "trainer.log_every_n_steps=4", "data.batch_size=32")
+    cfg = compose_cfg("trainer.accumulate_grad_batches=3", *overrides, *QUICK)
+    metrics = launch(cfg, tmp_path / "acc3")
+    assert metrics["status"] == "ok" and metrics["steps"] == 8
+    assert metrics["accumulate_grad_batches"] == 3 and metrics["global_batch_size"] == 96
+    assert metrics["timed_steps"] == 8 * 3 - 2  # loader batches after warm-up
+    assert metrics["timed_samples"] == (8 * 3 - 2) * 32
+    # each epoch of 1,437 digits is 44 batches of 32: 14 updates of 3, the last 2 batches left out
+    cfg = compose_cfg("trainer.accumulate_grad_batches=3", "trainer.epochs=2", "data.batch_size=32", *QUICK)
+    long = launch(cfg, tmp_path / "epochs")
+    assert long["steps"] == 2 * 14 and long["epochs"] == 2
+
+
+def test_accumulation_larger_than_the_data_is_one_line(tmp_path):
+    cfg = compose_cfg("trainer.accumulate_grad_batches=100", "data.batch_size=64", *QUICK)
+    with pytest.raises(Exception, match="accumulate_grad_batches=100 is larger than the training set"):
+        launch(cfg, tmp_path)
+
+
+def _saved_bytes(model, x) -> int:
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum().backward()
+    return sum(saved)
+
+
+def test_activation_checkpointing_keeps_less_for_backward_and_the_same_gradients():
+    data = compose_cfg("data=synthetic", "data.image_size=32", "data.channels=3").data
+    grads, saved = {}, {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = build_model(compose_cfg("model=resnet18", f"model.activation_checkpointing={on}").model, data)
+        assert any(isinstance(m, Checkpointed) for m in model.modules()) == on
+        torch.manual_seed(1)
+        saved[on] = _saved_bytes(model, torch.randn(8, 3, 32, 32))
+        grads[on] = [p.grad for p in model.parameters()]
+    assert saved[True] < saved[False] / 3, saved  # only the blocks' inputs are kept
+    for a, b in zip(grads[False], grads[True]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(FastGPUError, match="activation_checkpointing=true works for small_cnn, resnet18"):
+        build_model(compose_cfg("model=mlp", "model.activation_checkpointing=true").model, data)
+
+
+def test_flop_count_of_a_known_mlp_equals_the_hand_count():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    forward = 2 * (64 * 256 + 256 * 10)
+    weight_grads = forward
+    input_grads = 2 * 256 * 10  # the first layer's input needs no gradient
+    assert training_flops_per_sample(model, (1, 8, 8)) == forward + weight_grads + input_grads
+    assert model[1].weight.device.type == "cpu" and model[1].weight.grad is None  # counted on a meta copy
+
+
+def test_mfu_against_the_peak_table():
+    flops, throughput = 24.3e9, 7000.0
+    h100 = mfu_figures(flops, throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=1)
+    assert h100["achieved_tflops"] == pytest.approx(flops * throughput / 1e12)
+    assert h100["mfu"] == pytest.approx(flops * throughput / 989.4e12)
+    two = mfu_figures(flops, 2 * throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=2)
+    assert two["mfu"] == pytest.approx(h100["mfu"])  # twice the samples on twice the GPUs
+    assert peak_tflops("NVIDIA L40S", "bf16")[0] == 362.1 and peak_tflops("NVIDIA L4", "bf16")[0] == 121.0
+    assert peak_tflops("NVIDIA H100 PCIe", "fp8")[0] == 1513.0 and peak_tflops("NVIDIA H200", "fp32")[0] == 66.9
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp8") == (None, "A100 has no fp8 tensor cores in the peak table")
+    unknown = mfu_figures(flops, throughput, "cuda", "NVIDIA GeForce GTX 1080", "fp32", world_size=1)
+    assert unknown["mfu"] is None and "no peak FLOP/s known for 'NVIDIA GeForce GTX 1080'" in unknown["mfu_unavailable"]
+    cpu = mfu_figures(flops, throughput, "cpu", "x86_64", "fp32", world_size=1)
+    assert cpu["mfu"] is None and cpu["achieved_tflops"] > 0
+
+
+def test_a_profiled_run_writes_a_trace_names_its_ops_and_times_no_profiled_step(tmp_path):
+    cfg = compose_cfg(
+        "trainer.profile=true",
+        "trainer.profile_steps=3",
+        "trainer.max_steps=20",
+        "trainer.warmup_steps=4",
+        "trainer.log_every_n_steps=4",
+        "optimizer.impl=fused",
+        *QUICK,
+    )
+    metrics = launch(cfg, tmp_path)
+    trace = json.loads((tmp_path / "profile" / "trace.json").read_text())
+    names = {event.get("name") for event in trace["traceEvents"]}
+    assert "aten::convolution_backward" in names and "aten::_fused_sgd_" in names
+    top = [op["op"] for op in metrics["profile_top_ops"]]
+    assert "aten::convolution_backward" in top[:3], top
+    assert sum(op["share"] for op in metrics["profile_top_ops"]) <= 1.0 + 1e-9
+    assert metrics["warmup_steps"] == 4 + 1 + 3 and metrics["timed_steps"] == 20 - 8
+    assert metrics["profile_trace"] == "profile/trace.json" and metrics["mfu_unavailable"].startswith("none on cpu")
+    assert metrics["flops_per_sample"] > 0 and metrics["optimizer_impl"] == "fused"
+
+
+def test_cudnn_benchmark_is_on_unless_deterministic(tmp_path):
+    trainer = compose_cfg().trainer
+    assert cudnn_benchmark(trainer) is True
+    assert cudnn_benchmark(OmegaConf.merge(trainer, {"deterministic": True})) is False
+    assert cudnn_benchmark(OmegaConf.merge(trainer, {"deterministic": True, "cudnn_benchmark": True})) is True
+    metrics = launch(compose_cfg("trainer.cudnn_benchmark=false", "trainer.max_steps=3", *QUICK), tmp_path)
+    assert metrics["cudnn_benchmark"] is False and torch.backends.cudnn.benchmark is False
+
+
+def test_fp8_off_an_sm89_gpu_is_one_line():
+    cfg = compose_cfg("precision=fp8").precision
+    with pytest.raises(FastGPUError, match=r"precision=fp8 needs an sm_89\+ GPU \(L4, L40S, H100, H200\); device cpu"):
+        build_precision(cfg, torch.device("cpu"))
+    cfg.fallback = "bf16"
+    assert build_precision(cfg, torch.device("cpu")).name == "bf16"
+
+
+def test_a_setting_that_does_not_fit_the_memory_limit_is_an_oom_point(tmp_path):
+    result = run_cli(
+        f"hydra.run.dir={tmp_path}",
+        "model=resnet18",
+        "data=synthetic",
+        "data.image_size=64",
+        "data.channels=3",
+        "data.batch_size=512",
+        "trainer.memory_limit_mb=300",
+        "trainer.max_steps=2",
+        *QUICK,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "fastgpu: error: out of memory at data.batch_size=512; lower data.batch_size, "
+        "or use precision=bf16 / parallel=fsdp to save memory"
+    )
+    assert read_metrics(tmp_path)["status"] == "oom"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
