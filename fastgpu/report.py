@@ -13,13 +13,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fastgpu.adaptive import read_ledger
 from fastgpu.compare import by_device, pool_repeats, recommend, timed_together
 from fastgpu.figures import BY_KEY, csv_keys, report_columns, show
 from fastgpu.plots import write_plots
 from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
 from fastgpu.stats import ratio_ci
 
-COLUMNS = ["point", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
+COLUMNS = ["point", "rung", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
+# runs a search did not train to the end, or probes it expected to fail: not failures
+SEARCH_STATUSES = ("stopped_early", "promoted", "too_big")
+HALVING_LEDGER, MAX_BATCH_LEDGER = "halving.json", "max_batch.json"
 COMPRESSION_KEYS = [f.key for f in BY_KEY.values() if f.group == "compression"]
 BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
 
@@ -31,7 +35,9 @@ def collect_points(sweep_dir: Path) -> list:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not (job_dir.is_dir() and job_dir.name.isdigit() and overrides_file.exists()):
             continue
-        overrides = [o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra."))]
+        overrides = [
+            o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra.", "logger."))
+        ]
         metrics = read_metrics(job_dir) if (job_dir / METRICS_FILE).exists() else {"status": "pending"}
         history = read_history(job_dir) if (job_dir / HISTORY_FILE).exists() else []
         points.append(
@@ -90,6 +96,7 @@ def build_rows(points: list, baseline) -> list:
             "error": m.get("error", ""),
             "dir": p["dir"],
             "peak_memory_mb": peak_memory_mb(m),
+            "rung": p.get("rung"),
         }
         row.update({key: m.get(key) for key in COLUMNS if key not in row})
         row["speedup"], row["speedup_low"], row["speedup_high"] = _speedup(m, base)
@@ -158,7 +165,10 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
     """Write results.csv, report.md and the plots into `sweep_dir`; return what was found. Each device
     the sweep ran on gets its own baseline, table and recommendation."""
     sweep_dir = Path(sweep_dir)
-    points = pool_repeats(collect_points(sweep_dir))
+    points = collect_points(sweep_dir)
+    halving = mark_rungs(points, read_ledger(sweep_dir, HALVING_LEDGER))
+    max_batch = mark_probes(points, read_ledger(sweep_dir, MAX_BATCH_LEDGER))
+    points = pool_repeats(points)
     groups = by_device(points)
     rows, sections, recommendations, baseline = [], [], [], None
     for device, group in groups.items():
@@ -178,6 +188,9 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
             "",
         ]
     recommendation = "\n".join(recommendations)
+    for search in (max_batch or {}).get("searches", []):
+        if search["max_batch_size"] and not search["failure"]:
+            recommendation = f"Largest batch that fits: {search['max_batch_size']}.\n" + recommendation
     overlaps = timed_together(rows)
     if overlaps:
         pairs = ", ".join(f"'{a['name']}' and '{b['name']}' on {a['host']}" for a, b in overlaps)
@@ -202,7 +215,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         writer.writeheader()
         writer.writerows(rows)
     plots = write_plots(rows, points, sweep_dir) if rows else []
-    failed = [r for r in rows if r["status"] not in ("ok", "pending")]
+    failed = [r for r in rows if r["status"] not in ("ok", "pending", *SEARCH_STATUSES)]
     lines = [
         f"# FastGPU sweep report: {sweep_dir}",
         "",
@@ -210,6 +223,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         "",
     ]
     lines += sections
+    lines += rung_section(halving, rows) + max_batch_section(max_batch)
     if failed:
         lines += (
             ["## Failed points", ""]
@@ -226,7 +240,87 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         "plots": plots,
         "baseline": baseline,
         "timed_together": overlaps,
+        "halving": halving,
+        "max_batch": max_batch,
     }
+
+
+def mark_rungs(points: list, ledger) -> dict:
+    """Successive halving (halving.json): each run's rung, and the runs that did not train to the end marked
+    `stopped_early` (lost a rung) or `promoted` (went on: its last rung is the one that counts). Their
+    metrics.json stay what the runs measured; only the report's rows carry the mark."""
+    if not ledger:
+        return None
+    decisions = {p["job"]: (r["rung"], p.get("decision")) for r in ledger["rungs"] for p in r["points"]}
+    for point in points:
+        rung, decision = decisions.get(point["point"], (None, None))
+        point["rung"] = rung
+        if decision in SEARCH_STATUSES and point["metrics"].get("status") == "ok":
+            point["metrics"] = {**point["metrics"], "status": decision}
+    return ledger
+
+
+def mark_probes(points: list, ledger) -> dict:
+    """The max-batch search (max_batch.json): its out-of-memory probes are `too_big`, the answer it looked for."""
+    if not ledger:
+        return None
+    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] == "oom"}
+    for point in points:
+        if point["point"] in too_big and point["metrics"].get("status") == "oom":
+            point["metrics"] = {**point["metrics"], "status": "too_big"}
+    return ledger
+
+
+def max_batch_section(ledger) -> list:
+    if not ledger:
+        return []
+    lines = ["## Largest batch that fits", ""]
+    for search in ledger["searches"]:
+        setting = " ".join(o for o in search["setting"] if not o.startswith(("logger.", "hydra.", "trainer.progress")))
+        if search["failure"]:
+            answer = f"search stopped: batch {search['failure']['batch_size']} failed ({search['failure']['error']})"
+        elif search["hit_limit"]:
+            answer = f"every size up to {search['max_batch_size']} fit (raise hydra.sweeper.limit to look further)"
+        else:
+            answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
+        lines += [f"`{setting}`: {answer}", "", "| batch | status | samples/s | peak MB |", "|---|---|---|---|"]
+        for p in sorted(search["probes"], key=lambda p: p["batch_size"]):
+            speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
+            memory = f"{p['peak_memory_mb']:,.0f}" if p.get("peak_memory_mb") else "-"
+            lines.append(f"| {p['batch_size']} | {p['status']} | {speed} | {memory} |")
+        lines.append("")
+    return lines
+
+
+def rung_section(ledger, rows: list) -> list:
+    if not ledger:
+        return []
+    names = {r["point"]: r["name"] for r in rows}
+    sizes = " -> ".join(str(len(r["points"])) for r in ledger["rungs"])
+    lines = [
+        f"## Successive halving: eta={ledger['eta']}, probe {ledger['probe_steps']} steps, {sizes} points",
+        "",
+        "| rung | steps | point | samples/s | accuracy | decision |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rung in ledger["rungs"]:
+        for p in sorted(rung["points"], key=lambda p: -(p.get("throughput") or 0)):
+            speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
+            accuracy = f"{p['accuracy']:.4f}" if p.get("accuracy") is not None else "-"
+            steps = rung["max_steps"] or "full"
+            decision = p.get("decision") if p.get("status") == "ok" else p.get("status")
+            lines.append(
+                f"| {rung['rung']} | {steps} | {names.get(p['job'], p['job'])} | {speed} | {accuracy} | {decision} |"
+            )
+    if ledger.get("sweep_cost_saved") is not None:
+        lines += [
+            "",
+            f"Search cost: {ledger['device_hours_spent']:.3f} device-hours against an estimated "
+            f"{ledger['device_hours_full_grid']:.3f} for the full grid (sweep_cost_saved "
+            f"{ledger['sweep_cost_saved']:.0%}); {ledger['steps_spent']:,} steps against "
+            f"{ledger['steps_full_grid']:,}. The recommendation is made among the points that trained to the end.",
+        ]
+    return lines + [""]
 
 
 def where_time_goes(points: list, n: int = 5) -> list:

@@ -111,4 +111,8 @@ def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:
     run.log({"results": table, **{f"plots/{p.stem}": wandb.Image(str(p)) for p in report["plots"]}})
     run.summary["recommendation"] = report["recommendation"]
     run.summary["failed_points"] = len(report["failed"])
+    search = report.get("halving") or {}
+    for key in ("sweep_cost_saved", "device_hours_spent", "device_hours_full_grid", "steps_spent", "steps_full_grid"):
+        if search.get(key) is not None:
+            run.summary[key] = search[key]
     run.finish()

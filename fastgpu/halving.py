@@ -1,0 +1,146 @@
+"""Successive halving over sweep points (`hydra/sweeper=halving`): measure every point's speed briefly, train
+only the fastest to the end.
+
+Rung 1 runs every grid point for `trainer.warmup_steps + probe_steps` steps: enough for a steady throughput,
+far from enough for accuracy. The fastest 1/eta (at least `final_points`) go on to a rung eta times longer, and
+so on until `final_points` remain; they train to the run's own full budget (its epochs or max_steps). The
+baseline point (`report.baseline`, else the fp32/eager/no-channels_last point) is guarded: it is promoted every
+time, so the last rung has the accuracy the recommendation is checked against.
+
+Every run is a real point dir. `halving.json` records the rungs and decisions (`promoted`, `stopped_early`,
+`final`) and what the search cost against the full grid; the report reads it. Torch-free.
+"""
+
+import math
+from datetime import datetime
+
+from fastgpu.adaptive import AdaptiveSweeper, speed
+
+LEDGER = "halving.json"
+
+
+class HalvingSweeper(AdaptiveSweeper):
+    ledger_file = LEDGER
+
+    def __init__(self, params=None, eta: int = 3, probe_steps: int = 30, final_points: int = 1):
+        super().__init__(params)
+        if eta < 2 or probe_steps < 1 or final_points < 1:
+            from fastgpu.errors import FastGPUError
+
+            raise FastGPUError(
+                f"hydra.sweeper: eta={eta}, probe_steps={probe_steps}, final_points={final_points}; use eta >= 2, "
+                "probe_steps >= 1 and final_points >= 1"
+            )
+        self.eta, self.probe_steps, self.final_points = eta, probe_steps, final_points
+
+    def sweep(self, arguments):
+        self.start()
+        grid = self.grid(arguments)
+        trainer = self.config.trainer
+        full = trainer.max_steps  # None: the run's epochs decide; known after the last rung
+        budget = trainer.warmup_steps + self.probe_steps
+        alive, baseline, rungs = list(range(len(grid))), None, []
+        final = len(grid) <= self.final_points or (full is not None and budget >= full)
+        while True:
+            rung = len(rungs) + 1
+            results = self.run([self.rung_point(grid[i], rung, None if final else budget) for i in alive])
+            for index, result in zip(alive, results):
+                result["grid_index"] = index
+            if baseline is None:
+                baseline = self._baseline(grid, results)
+            rungs.append({"rung": rung, "max_steps": None if final else budget, "points": results})
+            if final:
+                for result in results:
+                    result["decision"] = "final"
+                break
+            contenders = [r for r in results if r["grid_index"] != baseline]
+            keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
+            ranked = sorted((r for r in contenders if speed(r) > -math.inf), key=speed, reverse=True)
+            winners = {r["grid_index"] for r in ranked[:keep]}
+            for result in results:
+                promoted = result["grid_index"] in winners or result["grid_index"] == baseline
+                result["decision"] = "promoted" if promoted and result.get("status") == "ok" else "stopped_early"
+            self.write_ledger(self.ledger(grid, baseline, rungs))  # a sweep stopped here resumes from its points
+            alive = sorted(r["grid_index"] for r in results if r["decision"] == "promoted")
+            budget *= self.eta
+            final = len(winners) <= self.final_points or (full is not None and budget >= full)
+        self.write_ledger(self.ledger(grid, baseline, rungs, done=True))
+        return [rungs]
+
+    def rung_point(self, point: list, rung: int, budget) -> list:
+        """A grid point's overrides for a rung: its budget (none in the last rung: the run's own), log steps
+        frequent enough for several throughput intervals, and the rung as the W&B job type."""
+        extra = [f"logger.wandb.job_type=halving-rung{rung}"]
+        if budget is not None:
+            steady = budget - self.config.trainer.warmup_steps
+            log_every = max(1, min(self.config.trainer.log_every_n_steps, steady // 4))
+            extra += [f"trainer.max_steps={budget}", f"trainer.log_every_n_steps={log_every}"]
+        replaced = {o.split("=", 1)[0] for o in extra}
+        return [o for o in point if o.split("=", 1)[0].lstrip("+") not in replaced] + extra
+
+    def ledger(self, grid: list, baseline, rungs: list, done: bool = False) -> dict:
+        return {
+            "sweeper": "halving",
+            "done": done,
+            "eta": self.eta,
+            "probe_steps": self.probe_steps,
+            "final_points": self.final_points,
+            "grid_points": len(grid),
+            "baseline": grid[baseline] if baseline is not None else None,
+            "rungs": [{**r, "points": [_brief(p) for p in r["points"]]} for r in rungs],
+            **(cost(rungs, len(grid)) if done else {}),
+        }
+
+    def _baseline(self, grid: list, results: list):
+        """The grid index of the baseline point among rung 1's results."""
+        from fastgpu.report import find_baseline
+
+        points = [{"metrics": r, "overrides": r["overrides"], "index": r["grid_index"]} for r in results]
+        chosen = find_baseline(points, list(self.config.report.baseline))
+        return chosen["index"] if chosen else None
+
+
+def _brief(result: dict) -> dict:
+    keys = ("job", "grid_index", "status", "decision", "throughput", "accuracy", "steps", "world_size", "error")
+    return {**{k: result.get(k) for k in keys}, "wall_s": wall_seconds(result)}
+
+
+def wall_seconds(result: dict):
+    """Seconds from the run's start to its end as it recorded them, or None."""
+    try:
+        start, end = (datetime.fromisoformat(result[k]) for k in ("started_at", "ended_at"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def cost(rungs: list, grid_points: int) -> dict:
+    """Device time and steps the search spent, against the full grid: each point stopped early is estimated by
+    scaling its last run's wall time and steps to the full budget (the final rung's steps)."""
+    final = [p for p in rungs[-1]["points"] if p.get("status") == "ok" and p.get("steps")]
+    if not final:
+        return {"sweep_cost_saved": None}
+    full_steps = max(p["steps"] for p in final)
+    last_run = {}
+    spent_s = spent_steps = 0.0
+    for rung in rungs:
+        for p in rung["points"]:
+            devices = p.get("world_size") or 1
+            seconds = wall_seconds(p)
+            spent_s += (seconds or 0.0) * devices
+            spent_steps += p.get("steps") or 0
+            last_run[p["grid_index"]] = p
+    grid_s = 0.0
+    for p in last_run.values():
+        seconds, steps = wall_seconds(p), p.get("steps")
+        if seconds and steps:
+            grid_s += seconds * (p.get("world_size") or 1) * full_steps / steps
+    unmeasured = grid_points - len([p for p in last_run.values() if wall_seconds(p) and p.get("steps")])
+    grid_s += unmeasured * (grid_s / max(grid_points - unmeasured, 1))  # failed points: the mean estimate
+    return {
+        "device_hours_spent": spent_s / 3600,
+        "device_hours_full_grid": grid_s / 3600,
+        "steps_spent": int(spent_steps),
+        "steps_full_grid": grid_points * full_steps,
+        "sweep_cost_saved": 1 - spent_s / grid_s if grid_s > 0 else None,
+    }

@@ -1,0 +1,110 @@
+"""Searching a sweep instead of running all of it (issue 15) and the max-batch search (issue 14)."""
+
+import json
+import re
+
+from conftest import run_cli
+
+from fastgpu.results import read_metrics
+
+QUICK = (
+    "trainer.progress_bar=false",
+    "logger.wandb.mode=disabled",
+    "inference.benchmark=false",
+    "export=[]",
+    "trainer.monitor_interval_s=0",
+)
+# eight points that train identically (a host sleep changes nothing the model sees); sleep_ms=24 is the planted slow
+# one, and every pair of points is far apart in speed, so the full grid and the search can agree on the fastest
+PLANTED = (
+    "model=mlp",
+    "trainer.sleep_ms=0,2,4,6,8,12,16,24",
+    "trainer.max_steps=300",
+    "trainer.warmup_steps=5",
+    "trainer.log_every_n_steps=25",
+    "report.baseline=['trainer.sleep_ms=12']",
+)
+
+
+def recommended(stdout: str) -> str:
+    return re.search(r"Recommendation: '([^']+)'", stdout).group(1)
+
+
+def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_resumes_per_rung(tmp_path):
+    grid = run_cli("-m", *PLANTED, *QUICK, f"hydra.sweep.dir={tmp_path / 'grid'}")
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    search_args = (
+        "-m",
+        "hydra/sweeper=halving",
+        "hydra.sweeper.eta=8",
+        "hydra.sweeper.probe_steps=20",
+        *PLANTED,
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path / 'halving'}",
+    )
+    search = run_cli(*search_args)
+    assert search.returncode == 0, search.stderr[-2000:]
+    assert recommended(search.stdout) == recommended(grid.stdout) == "sleep_ms0"
+
+    ledger = json.loads((tmp_path / "halving" / "halving.json").read_text())
+    first, last = ledger["rungs"][0], ledger["rungs"][-1]
+    assert first["max_steps"] == 25 and len(first["points"]) == 8 and last["max_steps"] is None
+    decision = {p["grid_index"]: p["decision"] for p in first["points"]}
+    assert decision[7] == "stopped_early"  # the planted slow point (sleep_ms=24) stops at rung 1
+    assert decision[0] == "promoted" and decision[5] == "promoted"  # the fastest, and the guarded baseline
+    assert sorted(p["grid_index"] for p in last["points"]) == [0, 5]
+    # every run is a real point: its steps add up to what the search spent, well under the full grid's
+    dirs = sorted((p for p in (tmp_path / "halving").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert len(dirs) == 8 + 2 and sum(read_metrics(d)["steps"] for d in dirs) == ledger["steps_spent"]
+    assert ledger["steps_spent"] < 0.4 * ledger["steps_full_grid"] == 0.4 * 8 * 300
+    assert 0 < ledger["sweep_cost_saved"] < 1
+    report = (tmp_path / "halving" / "report.md").read_text()
+    assert "## Successive halving: eta=8, probe 20 steps, 8 -> 2 points" in report and "sweep_cost_saved" in report
+    assert "stopped_early" in (tmp_path / "halving" / "results.csv").read_text()
+
+    # the final rung was lost (its points never finished): a resume reruns only them
+    rung1 = {d.name: (d / "metrics.json").read_bytes() for d in dirs[:8]}
+    for d in dirs[8:]:
+        (d / "metrics.json").unlink()
+    resumed = run_cli(*search_args, "+resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stderr.count("is done (status ok), skipping") == 8
+    assert {d.name: (d / "metrics.json").read_bytes() for d in dirs[:8]} == rung1
+    assert all(read_metrics(d)["status"] == "ok" for d in dirs[8:])
+    assert recommended(resumed.stdout) == "sleep_ms0"
+
+
+def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
+    result = run_cli(
+        "-m",
+        "+experiment=max_batch",
+        "model=mlp",
+        "model.hidden_dims=[64]",
+        "data=synthetic",
+        "data.image_size=128",
+        "data.train_samples=2048",
+        "data.val_samples=64",
+        "trainer.max_steps=3",
+        "trainer.warmup_steps=1",
+        "trainer.memory_limit_mb=400",
+        "hydra.sweeper.start=64",
+        "hydra.sweeper.multiple=32",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # out-of-memory probes are the search, not failures
+    (search,) = json.loads((tmp_path / "max_batch.json").read_text())["searches"]
+    probes = search["probes"]
+    fits = [p["batch_size"] for p in probes if p["status"] == "ok"]
+    too_big = [p["batch_size"] for p in probes if p["status"] == "oom"]
+    assert fits[:3] == [64, 128, 256] and too_big  # doubling until out of memory
+    assert search["max_batch_size"] == max(fits) < min(too_big) == search["smallest_oom"]
+    assert search["smallest_oom"] - search["max_batch_size"] <= 32 and search["max_batch_size"] % 32 == 0
+    for probe in probes:  # each probe is a recorded point of its own
+        metrics = read_metrics(tmp_path / str(probe["job"]))
+        assert metrics["batch_size"] == probe["batch_size"] and metrics["status"] == probe["status"]
+    assert f"Largest batch that fits: {search['max_batch_size']}." in result.stdout
+    assert (
+        f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
+        in (tmp_path / "report.md").read_text()
+    )
