@@ -37,8 +37,14 @@ register_schema()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg) -> dict:
+def main(cfg):
+    """The run's metrics (a dict); under the Optuna sweeper, the objectives it optimises (see `objectives`)."""
     hydra_cfg = HydraConfig.get()
+    metrics = run_point(cfg, hydra_cfg)
+    return objectives(metrics, hydra_cfg.sweeper) if "optuna" in str(hydra_cfg.sweeper.get("_target_")) else metrics
+
+
+def run_point(cfg, hydra_cfg) -> dict:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
@@ -75,6 +81,20 @@ def main(cfg) -> dict:
     if metrics and not multirun:
         print(format_summary(metrics, title=f"FastGPU run: {out_dir}"))
     return metrics
+
+
+def objectives(metrics: dict, sweeper):
+    """Optuna's values for a point: (throughput, accuracy) with two directions, throughput alone with one. A point
+    that failed (oom, diverged, an impossible setting) scores 0 on both: a bad trial the sampler learns from,
+    never an exception that ends the study. Maximising accuracy is minimising the accuracy lost against any
+    fixed baseline; the report then compares every trial against the baseline it finds."""
+    ok = metrics.get("status") == "ok"
+    throughput = float(metrics.get("throughput") or 0.0) if ok else 0.0
+    accuracy = float(metrics.get("accuracy") or 0.0) if ok else 0.0
+    directions = sweeper.get("direction")
+    if isinstance(directions, str) or directions is None or len(directions) < 2:
+        return throughput
+    return throughput, accuracy
 
 
 def resume_target(run_dir: Path):

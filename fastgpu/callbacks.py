@@ -26,6 +26,11 @@ class OwnedDirs(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         _refuse_or_go(check_sweep_dir, sweep_dir, config)
         self.lock = _refuse_or_go(DirLock(sweep_dir, "hydra.sweep.dir").acquire)
+        # what the sweep was asked (its swept keys name the points): Hydra's basic sweeper writes it too, the
+        # Optuna sweeper does not
+        from omegaconf import OmegaConf
+
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if self.lock is not None:

@@ -291,7 +291,9 @@ def check_ranges(cfg) -> None:
 
 
 def register_schema() -> None:
+    from fastgpu.optuna_preset import register_optuna_preset
     from fastgpu.slurm import register_resolvers
 
     ConfigStore.instance().store(name="fastgpu_schema", node=FastGPUConfig)
     register_resolvers()
+    register_optuna_preset()

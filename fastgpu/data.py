@@ -68,6 +68,8 @@ class ResumableSampler(Sampler):
 
 
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
+    if cfg.loader == "dali":
+        return _dali(cfg, seed, rank, world_size, device)
     train_set, val_set = choose(DATASETS, "data.name", cfg.name)(cfg, seed)
     if isinstance(train_set, TensorDataset):
         if cfg.device_resident and device is not None:
@@ -80,6 +82,18 @@ def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) 
             f"data.device_resident=true works for in-memory data (digits, synthetic), not data={cfg.name}"
         )
     return _item_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
+
+
+def _dali(cfg, seed, rank, world_size, device) -> DataBundle:
+    if cfg.name != "imagefolder":
+        raise FastGPUError(
+            f"data.loader=dali decodes image folders; use it with data=imagefolder (data={cfg.name} is loaded "
+            "by torch), or set data.loader=torch"
+        )
+    _imagefolder(cfg, seed)  # the same checks of data.root and its classes
+    from fastgpu.dali import dali_loaders
+
+    return dali_loaders(cfg, Path(cfg.root), seed, rank, world_size, torch.device(device) if device else None)
 
 
 def _digits(cfg, seed):

@@ -218,6 +218,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "steps": p.step,
         "epochs": p.epoch + 1,
         "data": cfg.data.name,
+        "data_loader": cfg.data.loader,
         "batch_size": cfg.data.batch_size,
         "global_batch_size": cfg.data.batch_size * env.world_size * cfg.trainer.accumulate_grad_batches,
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,

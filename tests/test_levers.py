@@ -205,5 +205,35 @@ def test_a_setting_that_does_not_fit_the_memory_limit_is_an_oom_point(tmp_path):
     assert read_metrics(tmp_path)["status"] == "oom"
 
 
+def test_the_dali_cpu_pipeline_reads_the_folder_as_torch_does_and_trains(tmp_path):
+    from test_monitor_and_examples import _write_imagefolder
+
+    from fastgpu.data import build_data
+
+    _write_imagefolder(tmp_path / "images", classes=3, per_class=8)
+    base = [
+        "data=imagefolder",
+        f"data.root={tmp_path / 'images'}",
+        "data.num_classes=3",
+        "data.image_size=32",
+        "data.batch_size=4",
+    ]
+    dali = build_data(compose_cfg(*base, "data.loader=dali").data, 0, 0, 1, torch.device("cpu"))
+    torch_data = build_data(compose_cfg(*base).data, 0, 0, 1, torch.device("cpu"))
+    assert len(dali.train) == len(torch_data.train) == 6 and sum(1 for _ in dali.train) == 6
+    x, y = torch.cat([b[0] for b in dali.val]), torch.cat([b[1] for b in dali.val])
+    x_ref, y_ref = torch.cat([b[0] for b in torch_data.val]), torch.cat([b[1] for b in torch_data.val])
+    assert x.shape == x_ref.shape == (24, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(y, y_ref)  # the same classes, in the same (sorted) order
+    torch.testing.assert_close(x.mean((0, 2, 3)), x_ref.mean((0, 2, 3)), atol=0.02, rtol=0)  # same normalisation
+    train_labels = torch.cat([b[1] for b in dali.train])
+    assert sorted(train_labels.tolist()) == sorted(y_ref.tolist()) and train_labels.tolist() != y_ref.tolist()
+
+    metrics = launch(compose_cfg(*base, "data.loader=dali", "trainer.max_steps=8", *QUICK), tmp_path / "run")
+    assert metrics["status"] == "ok" and metrics["data_loader"] == "dali" and metrics["steps"] == 8
+    with pytest.raises(FastGPUError, match="data.loader=dali decodes image folders; use it with data=imagefolder"):
+        build_data(compose_cfg("data.loader=dali").data, 0)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -4,6 +4,7 @@ import json
 import re
 
 from conftest import run_cli
+from omegaconf import OmegaConf
 
 from fastgpu.results import read_metrics
 
@@ -108,3 +109,27 @@ def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
         f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
         in (tmp_path / "report.md").read_text()
     )
+
+
+def test_the_optuna_preset_searches_two_objectives_and_a_failing_trial_does_not_stop_it(tmp_path):
+    result = run_cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=6",
+        "data.batch_size=choice(32,64,4096)",
+        "trainer.sleep_ms=choice(0,5)",
+        "trainer.max_steps=40",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    trials = [read_metrics(tmp_path / str(n)) for n in range(6)]  # every trial ran, and is a point of the sweep
+    failed = [m for m in trials if m["status"] == "failed"]
+    assert failed and all("data.batch_size=4096" in m["error"] for m in failed)  # batch 4096: more than the data
+    assert len(failed) < 6 and result.returncode == 1  # the study went on; the sweep still says a point failed
+    front = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    measured = [(m["throughput"], m["accuracy"]) for m in trials if m["status"] == "ok"]
+    front_values = [tuple(s["values"]) for s in front.solutions]
+    assert front_values and all(values in measured for values in front_values)  # both objectives, as measured
+    for speed, accuracy in front_values:  # the front: no trial is better on one objective and as good on the other
+        assert not any(s >= speed and a >= accuracy and (s, a) != (speed, accuracy) for s, a in measured)
+    assert "## Failed points" in (tmp_path / "report.md").read_text()

@@ -155,6 +155,21 @@ def test_experiment_configs_set_sweeps_seed_and_budget():
         assert cfg.trainer.seed == 0 and cfg.trainer.epochs == 10, name
 
 
+def test_autotune_is_halving_over_the_levers_and_max_batch_a_batch_search():
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF, version_base="1.3"):
+        autotune = compose("config", overrides=["+experiment=autotune"], return_hydra_config=True)
+        max_batch = compose("config", overrides=["+experiment=max_batch"], return_hydra_config=True)
+    sweeper = autotune.hydra.sweeper
+    assert sweeper._target_.endswith("halving_sweeper.HalvingSweeper") and sweeper.eta == 3
+    assert set(sweeper.params) == {"precision", "channels_last", "compile", "optimizer.impl", "data.batch_size"}
+    assert all("," in str(values) for values in sweeper.params.values())
+    assert max_batch.hydra.sweeper._target_.endswith("max_batch_sweeper.MaxBatchSweeper")
+    assert max_batch.trainer.max_steps == 30 and list(max_batch.export) == []
+
+
 def test_point_names_are_readable():
     keys = ["precision", "compile", "channels_last", "data.batch_size"]
     assert (
