@@ -71,6 +71,13 @@ def run_point(cfg, hydra_cfg) -> dict:
         line = f"fastgpu: error: {failure.record['error']}"
         if multirun:
             print(f"{line} [{out_dir}]", file=sys.stderr)
+            if failure.record["status"] == "interrupted":  # Ctrl-C or kill stops the sweep, not only this point
+                print(
+                    f"fastgpu: the sweep stopped at {out_dir}; continue it with the same command and "
+                    f"hydra.sweep.dir={hydra_cfg.sweep.dir} +resume=true",
+                    file=sys.stderr,
+                )
+                sys.exit(130)
             return failure.record
         if failure.record["status"] != "failed" or isinstance(failure.__cause__, FastGPUError):
             print(line, file=sys.stderr)

@@ -62,6 +62,8 @@ class HalvingSweeper(AdaptiveSweeper):
                 result["decision"] = "promoted" if promoted and result.get("status") == "ok" else "stopped_early"
             self.write_ledger(self.ledger(grid, baseline, rungs))  # a sweep stopped here resumes from its points
             alive = sorted(r["grid_index"] for r in results if r["decision"] == "promoted")
+            if not alive:  # nothing finished this rung: nothing to train further
+                break
             budget *= self.eta
             final = len(winners) <= self.final_points or (full is not None and budget >= full)
         self.write_ledger(self.ledger(grid, baseline, rungs, done=True))

@@ -1,6 +1,7 @@
 """A rank's process: its device, threads and seeds; process groups and model wrapping (one process, DDP or
 FSDP2), launched by FastGPU, torchrun or srun."""
 
+import contextlib
 import os
 import random
 import socket
@@ -102,6 +103,25 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple:
     if wrap is None or not dist.is_initialized():
         return model, "none"
     return wrap(model, device), strategy
+
+
+def no_gradient_sync(model):
+    """A context in which backward leaves gradients local (the inner steps of gradient accumulation): DDP's
+    no_sync, FSDP2's set_requires_gradient_sync(False); a bare model has nothing to sync."""
+    if hasattr(model, "no_sync"):
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        return _fsdp_without_sync(model)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_without_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 @torch.no_grad()

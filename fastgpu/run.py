@@ -1,6 +1,5 @@
 """One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
 
-import contextlib
 import math
 import platform
 import socket
@@ -29,6 +28,7 @@ from fastgpu.parallel import (
     DistEnv,
     all_reduce,
     init_process_group,
+    no_gradient_sync,
     rank_hosts,
     rank_param_max_diff,
     resolve_device,
@@ -71,9 +71,8 @@ class Job:
         return self.precision.scaler
 
     def no_sync(self):
-        """DDP's no_sync (FSDP's too): the backward of an inner accumulation step leaves gradients local."""
-        no_sync = getattr(self.model, "no_sync", None)
-        return no_sync() if no_sync is not None else contextlib.nullcontext()
+        """The backward of an inner accumulation step leaves gradients local (DDP, FSDP)."""
+        return no_gradient_sync(self.model)
 
     def to_device(self, batch):
         x = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)

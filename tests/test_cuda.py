@@ -151,3 +151,80 @@ def test_ddp_nccl_on_all_gpus(tmp_path):
     metrics = launch(cfg, tmp_path)
     assert metrics["world_size"] == n and metrics["parallel"] == "ddp"
     assert metrics["rank_param_max_diff"] == 0
+
+
+def test_the_levers_on_cuda_fused_accumulation_and_checkpointing_stay_sync_free_and_mfu_is_measured(tmp_path):
+    levers = [
+        "optimizer.impl=fused",
+        "trainer.accumulate_grad_batches=2",
+        "model=resnet18",
+        "model.activation_checkpointing=true",
+        "data=synthetic",
+        "data.device_resident=true",
+        "trainer.sync_debug=error",
+        "precision=bf16",
+        "channels_last=true",
+    ]
+    metrics = launch(compose_cfg(*TINY, *levers), tmp_path)
+    assert metrics["status"] == "ok" and metrics["optimizer_impl"] == "fused" and metrics["cudnn_benchmark"] is True
+    assert metrics["flops_per_sample"] > 0 and metrics["achieved_tflops"] > 0
+    name = torch.cuda.get_device_name()
+    if any(gpu in name for gpu in ("H100", "H200", "A100", "L40S", "L4")):
+        assert 0 < metrics["mfu"] < 1
+    else:
+        assert metrics["mfu"] is None and name in metrics["mfu_unavailable"]
+
+
+def test_a_cuda_profile_names_kernels_by_device_time(tmp_path):
+    metrics = launch(
+        compose_cfg(
+            *TINY,
+            "trainer.profile=true",
+            "trainer.profile_steps=3",
+            "model=resnet18",
+            "data=synthetic",
+            "data.device_resident=true",
+        ),
+        tmp_path,
+    )
+    assert (tmp_path / "profile" / "trace.json").stat().st_size > 0
+    assert metrics["profile_top_ops"] and all(op["time_ms"] > 0 for op in metrics["profile_top_ops"])
+
+
+def test_the_memory_limit_makes_a_large_batch_an_oom_point(tmp_path):
+    from fastgpu.launch import RunFailed
+
+    overrides = [
+        "model=resnet50",
+        "data=synthetic",
+        "data.image_size=224",
+        "data.device_resident=true",
+        "data.batch_size=256",
+        "data.train_samples=512",
+        "trainer.memory_limit_mb=2000",
+    ]
+    with pytest.raises(RunFailed) as failed:
+        launch(compose_cfg(*TINY, *overrides), tmp_path)
+    assert failed.value.record["status"] == "oom"
+
+
+def test_fp8_trains_where_the_gpu_has_float8_and_is_one_line_where_not(tmp_path):
+    from fastgpu.errors import FastGPUError
+
+    major, minor = torch.cuda.get_device_capability()
+    cfg = compose_cfg(
+        *TINY,
+        "precision=fp8",
+        "model=mlp",
+        "model.hidden_dims=[256,256]",
+        "data=synthetic",
+        "data.image_size=16",
+        "data.num_classes=16",
+        "data.device_resident=true",
+    )
+    if (major, minor) < (8, 9):
+        with pytest.raises(FastGPUError, match="precision=fp8 needs an sm_89"):
+            build_precision(cfg.precision, torch.device("cuda"))
+        return
+    metrics = launch(cfg, tmp_path)
+    assert metrics["status"] == "ok" and metrics["precision_mode"] == "fp8"

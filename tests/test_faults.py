@@ -228,6 +228,24 @@ def test_ctrl_c_to_a_run_that_started_its_own_ddp_workers_stops_them_together_wi
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / ".fastgpu.lock").exists()
 
 
+def test_ctrl_c_during_a_sweep_stops_the_sweep_and_names_its_resume(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    process = start_cli("-m", *SLOW, "trainer.seed=0,1,2", f"hydra.sweep.dir={sweep_dir}", env=QUIET)
+    deadline = time.time() + 120
+    while not any(h["step"] >= 5 for h in _history_or_none(sweep_dir / "0")):
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert f"continue it with the same command and hydra.sweep.dir={sweep_dir} +resume=true" in stderr
+    assert read_metrics(sweep_dir / "0")["status"] == "interrupted" and not (sweep_dir / "1").exists()
+
+
+def _history_or_none(run_dir) -> list:
+    return read_history(run_dir) if (run_dir / "history.jsonl").exists() else []
+
+
 def test_an_interrupted_dir_is_not_continued_with_other_settings(interrupted_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(interrupted_run[0], run_dir)

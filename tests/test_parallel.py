@@ -16,8 +16,8 @@ from conftest import compose_cfg
 
 from fastgpu.launch import launch
 from fastgpu.models import build_model
-from fastgpu.parallel import free_port, wrap_model
-from fastgpu.step import train_step
+from fastgpu.parallel import free_port, no_gradient_sync, wrap_model
+from fastgpu.step import backward_step, optimizer_step, train_step
 
 GLOBAL_BATCH, STEPS = 8, 5
 
@@ -31,26 +31,35 @@ def _batches():
         )
 
 
-def _train(strategy: str, rank: int = 0, world: int = 1):
-    """Train the mlp on this rank's share of the global batches; return (model, what it was wrapped in)."""
+def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1):
+    """Train the mlp on this rank's share of the global batches, in `accumulate` micro-batches per step (gradients
+    synchronised on the last only); return (model, what it was wrapped in)."""
     cfg = compose_cfg("model=mlp")
     torch.manual_seed(0)
     model, wrapped = wrap_model(build_model(cfg.model, cfg.data), strategy, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     share = GLOBAL_BATCH // world
+    micro = share // accumulate
     for x, y in _batches():
-        rows = slice(rank * share, (rank + 1) * share)
-        train_step(model, x[rows], y[rows], optimizer, scaler, contextlib.nullcontext)
+        if accumulate == 1:
+            rows = slice(rank * share, (rank + 1) * share)
+            train_step(model, x[rows], y[rows], optimizer, scaler, contextlib.nullcontext)
+            continue
+        for i in range(accumulate):
+            rows = slice(rank * share + i * micro, rank * share + (i + 1) * micro)
+            with no_gradient_sync(model) if i < accumulate - 1 else contextlib.nullcontext():
+                backward_step(model, x[rows], y[rows], scaler, contextlib.nullcontext, accumulate)
+        optimizer_step(optimizer, scaler)
     return model, wrapped
 
 
-def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accumulate: int = 1) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model, wrapped = _train(strategy, rank, world)
+        model, wrapped = _train(strategy, rank, world, accumulate)
         from torch.distributed.tensor import DTensor
 
         record = {"wrapped": wrapped, "params": {}, "sharded": {}}
@@ -66,8 +75,8 @@ def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str) -> No
         dist.destroy_process_group()
 
 
-def _spawn(strategy: str, tmp_path) -> list:
-    mp.spawn(_worker, args=(2, free_port(), strategy, str(tmp_path)), nprocs=2, join=True)
+def _spawn(strategy: str, tmp_path, accumulate: int = 1) -> list:
+    mp.spawn(_worker, args=(2, free_port(), strategy, str(tmp_path), accumulate), nprocs=2, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
@@ -94,6 +103,16 @@ def test_fsdp_shards_parameters_as_dtensors_and_trains_like_one_process(tmp_path
         assert local + ranks[1]["sharded"][name][0] == full == p.numel()  # each rank holds its shard only
         assert local < full
         assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_accumulating_two_micro_batches_per_rank_without_sync_matches_one_process(strategy, tmp_path):
+    ranks = _spawn(strategy, tmp_path, accumulate=2)
+    single, _ = _train("none")
+    for name, p in single.named_parameters():
+        assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name
+        assert torch.allclose(ranks[1]["params"][name], p.detach(), atol=1e-5), name
 
 
 def test_a_one_process_ddp_request_is_recorded_as_unwrapped(tmp_path, quiet_wandb):
