@@ -5,7 +5,9 @@ Rung 1 runs every grid point for `trainer.warmup_steps + probe_steps` steps: eno
 far from enough for accuracy. The fastest 1/eta (at least `final_points`) go on to a rung eta times longer, and
 so on until `final_points` remain; they train to the run's own full budget (its epochs or max_steps). The
 baseline point (`report.baseline`, else the fp32/eager/no-channels_last point) is guarded: it is promoted every
-time, so the last rung has the accuracy the recommendation is checked against.
+time, so the last rung has the accuracy the recommendation is checked against. The accuracy guard: when none of the
+last rung keeps accuracy, the next fastest train to the end too (up to `guard_points`), so a fast point that
+loses accuracy cannot hide the point the full grid would recommend.
 
 Every run is a real point dir. `halving.json` records the rungs and decisions (`promoted`, `stopped_early`,
 `final`) and what the search cost against the full grid; the report reads it. Torch-free.
@@ -22,7 +24,7 @@ LEDGER = "halving.json"
 class HalvingSweeper(AdaptiveSweeper):
     ledger_file = LEDGER
 
-    def __init__(self, params=None, eta: int = 3, probe_steps: int = 30, final_points: int = 1):
+    def __init__(self, params=None, eta: int = 3, probe_steps: int = 30, final_points: int = 1, guard_points: int = 2):
         super().__init__(params)
         if eta < 2 or probe_steps < 1 or final_points < 1:
             from fastgpu.errors import FastGPUError
@@ -31,7 +33,7 @@ class HalvingSweeper(AdaptiveSweeper):
                 f"hydra.sweeper: eta={eta}, probe_steps={probe_steps}, final_points={final_points}; use eta >= 2, "
                 "probe_steps >= 1 and final_points >= 1"
             )
-        self.eta, self.probe_steps, self.final_points = eta, probe_steps, final_points
+        self.eta, self.probe_steps, self.final_points, self.guard_points = eta, probe_steps, final_points, guard_points
 
     def sweep(self, arguments):
         self.start()
@@ -52,6 +54,7 @@ class HalvingSweeper(AdaptiveSweeper):
             if final:
                 for result in results:
                     result["decision"] = "final"
+                self.guard_accuracy(grid, baseline, rungs)
                 break
             contenders = [r for r in results if r["grid_index"] != baseline]
             keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
@@ -68,6 +71,32 @@ class HalvingSweeper(AdaptiveSweeper):
             final = len(winners) <= self.final_points or (full is not None and budget >= full)
         self.write_ledger(self.ledger(grid, baseline, rungs, done=True))
         return [rungs]
+
+    def guard_accuracy(self, grid: list, baseline, rungs: list) -> None:
+        """The accuracy guard: when no point of the last rung is both faster than the baseline and within
+        `report.accuracy_tolerance` of its accuracy, train the next fastest point (by its last measured speed)
+        to the end too, up to `guard_points` more, stopping at one that keeps accuracy or is not faster than the
+        baseline: the point the full grid would recommend is then trained, even if a faster one loses accuracy."""
+        last = rungs[-1]["points"]
+        base = next((r for r in last if r["grid_index"] == baseline), None)
+        if base is None or base.get("status") != "ok" or base.get("accuracy") is None:
+            return
+        floor = base["accuracy"] - self.config.report.accuracy_tolerance
+        latest = {}
+        for rung in rungs[:-1]:
+            for result in rung["points"]:
+                latest[result["grid_index"]] = result
+        trained = {r["grid_index"] for r in last}
+        reserve = sorted((r for i, r in latest.items() if i not in trained), key=speed, reverse=True)
+        for _ in range(self.guard_points):
+            kept = [r for r in last if r is not base and speed(r) > speed(base) and (r.get("accuracy") or 0) >= floor]
+            if kept or not reserve or speed(reserve[0]) <= speed(base):
+                return
+            candidate = reserve.pop(0)
+            candidate["decision"] = "promoted"
+            (result,) = self.run([self.rung_point(grid[candidate["grid_index"]], rungs[-1]["rung"], None)])
+            result.update(grid_index=candidate["grid_index"], decision="final", guard=True)
+            last.append(result)
 
     def rung_point(self, point: list, rung: int, budget) -> list:
         """A grid point's overrides for a rung: its budget (none in the last rung: the run's own), log steps
@@ -103,7 +132,18 @@ class HalvingSweeper(AdaptiveSweeper):
 
 
 def _brief(result: dict) -> dict:
-    keys = ("job", "grid_index", "status", "decision", "throughput", "accuracy", "steps", "world_size", "error")
+    keys = (
+        "job",
+        "grid_index",
+        "status",
+        "decision",
+        "guard",
+        "throughput",
+        "accuracy",
+        "steps",
+        "world_size",
+        "error",
+    )
     return {**{k: result.get(k) for k in keys}, "wall_s": wall_seconds(result)}
 
 

@@ -309,6 +309,7 @@ def rung_section(ledger, rows: list) -> list:
             accuracy = f"{p['accuracy']:.4f}" if p.get("accuracy") is not None else "-"
             steps = rung["max_steps"] or "full"
             decision = p.get("decision") if p.get("status") == "ok" else p.get("status")
+            decision += " (accuracy guard)" if p.get("guard") else ""
             lines.append(
                 f"| {rung['rung']} | {steps} | {names.get(p['job'], p['job'])} | {speed} | {accuracy} | {decision} |"
             )

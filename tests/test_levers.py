@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import _leet, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from fastgpu.errors import FastGPUError
@@ -155,6 +155,7 @@ def test_a_profiled_run_writes_a_trace_names_its_ops_and_times_no_profiled_step(
         "trainer.log_every_n_steps=4",
         "optimizer.impl=fused",
         *QUICK,
+        "logger.wandb.mode=offline",  # the trace travels as a W&B artifact
     )
     metrics = launch(cfg, tmp_path)
     trace = json.loads((tmp_path / "profile" / "trace.json").read_text())
@@ -166,6 +167,11 @@ def test_a_profiled_run_writes_a_trace_names_its_ops_and_times_no_profiled_step(
     assert metrics["warmup_steps"] == 4 + 1 + 3 and metrics["timed_steps"] == 20 - 8
     assert metrics["profile_trace"] == "profile/trace.json" and metrics["mfu_unavailable"].startswith("none on cpu")
     assert metrics["flops_per_sample"] > 0 and metrics["optimizer_impl"] == "fused"
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    records = [json.loads(line) for line in _leet("--json", str(run)).splitlines() if line.strip()]
+    (artifact,) = [r["artifact"] for r in records if r["type"] == "artifact"]
+    assert artifact["type"] == "profile" and artifact["name"] == f"profile-{metrics['wandb_run_id']}"
+    assert [entry["path"] for entry in artifact["manifest"]["contents"]] == ["trace.json"]
 
 
 def test_cudnn_benchmark_is_on_unless_deterministic(tmp_path):

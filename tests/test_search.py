@@ -133,3 +133,38 @@ def test_the_optuna_preset_searches_two_objectives_and_a_failing_trial_does_not_
     for speed, accuracy in front_values:  # the front: no trial is better on one objective and as good on the other
         assert not any(s >= speed and a >= accuracy and (s, a) != (speed, accuracy) for s, a in measured)
     assert "## Failed points" in (tmp_path / "report.md").read_text()
+
+
+def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accuracy(tmp_path):
+    # three settings as a config group of our own: the fastest learns nothing (a tiny learning rate)
+    group = tmp_path / "conf" / "knob"
+    group.mkdir(parents=True)
+    settings = {"fast_bad": (0, 1e-7), "fast_good": (6, 0.05), "slow": (30, 0.05)}
+    for name, (sleep_ms, lr) in settings.items():
+        (group / f"{name}.yaml").write_text(
+            f"# @package _global_\ntrainer:\n  sleep_ms: {sleep_ms}\noptimizer:\n  lr: {lr}\n"
+        )
+    common = (
+        "model=mlp",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "+knob=fast_bad,fast_good,slow",
+        "trainer.max_steps=150",
+        "trainer.warmup_steps=5",
+        "report.baseline=['+knob=slow']",
+        *QUICK,
+    )
+    grid = run_cli("-m", *common, f"hydra.sweep.dir={tmp_path / 'grid'}")
+    search = run_cli(
+        "-m",
+        *common,
+        "hydra/sweeper=halving",
+        "hydra.sweeper.eta=2",
+        "hydra.sweeper.probe_steps=20",
+        f"hydra.sweep.dir={tmp_path / 'halving'}",
+    )
+    assert grid.returncode == 0 and search.returncode == 0, search.stderr[-2000:]
+    ledger = json.loads((tmp_path / "halving" / "halving.json").read_text())
+    final = ledger["rungs"][-1]["points"]
+    assert [(p["grid_index"], bool(p.get("guard"))) for p in final] == [(0, False), (2, False), (1, True)]
+    assert recommended(search.stdout) == recommended(grid.stdout) == "fast_good"
+    assert "final (accuracy guard)" in (tmp_path / "halving" / "report.md").read_text()

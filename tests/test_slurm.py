@@ -269,3 +269,32 @@ def test_a_cancelled_point_keeps_its_resume_record_and_a_resumed_sweep_submits_o
     assert read_metrics(sweep_dir / "1")["status"] == "ok" and read_metrics(sweep_dir / "1")["steps"] == 110
     log = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob(f"{jobs['1']['job_id']}_*log.err"))
     assert "resuming" in log
+
+
+def test_halving_runs_its_rungs_as_slurm_jobs(tmp_path):
+    sweep_dir = tmp_path / "h"
+    result = run_cli(
+        "-m",
+        *SLURM,
+        "hydra/sweeper=halving",
+        "hydra.sweeper.eta=2",
+        "hydra.sweeper.probe_steps=10",
+        "model=mlp",
+        "trainer.sleep_ms=0,30,60",
+        "trainer.max_steps=60",
+        "trainer.warmup_steps=2",
+        "report.baseline=['trainer.sleep_ms=60']",
+        "inference.benchmark=false",
+        "export=[]",
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ledger = json.loads((sweep_dir / "halving.json").read_text())
+    assert [[p["job"] for p in rung["points"]] for rung in ledger["rungs"]] == [[0, 1, 2], [3, 4]]
+    assert [p["decision"] for p in ledger["rungs"][0]["points"]] == ["promoted", "stopped_early", "promoted"]
+    jobs = json.loads((sweep_dir / "jobs.json").read_text())
+    for num in range(5):  # every rung's points were Slurm jobs of their own
+        assert f"submitted point {num} as Slurm job {jobs[str(num)]['job_id']}" in result.stdout
+    assert [read_metrics(sweep_dir / str(n))["steps"] for n in range(5)] == [12, 12, 12, 60, 60]
+    assert "Recommendation: 'sleep_ms0'" in result.stdout
