@@ -53,7 +53,14 @@ def run(setting: dict, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     model_cfg = OmegaConf.create(
-        {"name": args.model, "width": 32, "hidden_dims": [256, 256], "dropout": 0.0, "stem": args.stem}
+        {
+            "name": args.model,
+            "width": 32,
+            "hidden_dims": [256, 256],
+            "dropout": 0.0,
+            "stem": args.stem,
+            "activation_checkpointing": False,
+        }
     )
     data_cfg = OmegaConf.create({"channels": 3, "image_size": args.image_size, "num_classes": args.classes})
     memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format

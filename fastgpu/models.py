@@ -74,7 +74,7 @@ MODELS = {"small_cnn": _small_cnn, "resnet18": _resnet, "resnet50": _resnet, "ml
 def build_model(cfg, data_cfg) -> nn.Module:
     """model.name's builder, called with (cfg, channels, image_size, num_classes) from the data config."""
     model = choose(MODELS, "model.name", cfg.name)(cfg, data_cfg.channels, data_cfg.image_size, data_cfg.num_classes)
-    if cfg.activation_checkpointing:
+    if cfg.get("activation_checkpointing", False):  # absent from configs saved before the key existed
         checkpoint_blocks(model)
     return model
 

@@ -194,18 +194,20 @@ def test_fp8_off_an_sm89_gpu_is_one_line():
 def test_a_setting_that_does_not_fit_the_memory_limit_is_an_oom_point(tmp_path):
     result = run_cli(
         f"hydra.run.dir={tmp_path}",
-        "model=resnet18",
+        "model=mlp",
+        "model.hidden_dims=[64]",
         "data=synthetic",
-        "data.image_size=64",
-        "data.channels=3",
-        "data.batch_size=512",
+        "data.image_size=128",
+        "data.train_samples=2048",
+        "data.val_samples=64",
+        "data.batch_size=2048",
         "trainer.memory_limit_mb=300",
         "trainer.max_steps=2",
         *QUICK,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "fastgpu: error: out of memory at data.batch_size=512; lower data.batch_size, "
+        "fastgpu: error: out of memory at data.batch_size=2048; lower data.batch_size, "
         "or use precision=bf16 / parallel=fsdp to save memory"
     )
     assert read_metrics(tmp_path)["status"] == "oom"

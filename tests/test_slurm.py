@@ -283,6 +283,7 @@ def test_halving_runs_its_rungs_as_slurm_jobs(tmp_path):
         "trainer.sleep_ms=0,30,60",
         "trainer.max_steps=60",
         "trainer.warmup_steps=2",
+        "trainer.log_every_n_steps=5",  # the final rung's speed-ups get an interval from 11 log intervals
         "report.baseline=['trainer.sleep_ms=60']",
         "inference.benchmark=false",
         "export=[]",
