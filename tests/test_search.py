@@ -16,15 +16,15 @@ QUICK = (
     "trainer.checkpoint=false",
     "trainer.eval_every_n_epochs=1000",  # evaluate once, at the end: accuracy is compared only there
 )
-# eight points that train identically (a host sleep changes nothing the model sees); sleep_ms=24 is the planted slow
-# one, and every pair of points is far apart in speed, so the full grid and the search can agree on the fastest
+# eight points that train identically (a host sleep changes nothing the model sees); sleep_ms=80 is the planted slow
+# one, and every pair is >= 10 ms a step apart (an mlp step is ~1 ms): machine noise cannot reorder them
 PLANTED = (
     "model=mlp",
-    "trainer.sleep_ms=0,2,4,6,8,12,16,24",
-    "trainer.max_steps=150",
+    "trainer.sleep_ms=0,10,20,30,40,50,60,80",
+    "trainer.max_steps=120",
     "trainer.warmup_steps=5",
     "trainer.log_every_n_steps=25",
-    "report.baseline=['trainer.sleep_ms=12']",
+    "report.baseline=['trainer.sleep_ms=40']",
 )
 
 
@@ -52,13 +52,13 @@ def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_res
     first, last = ledger["rungs"][0], ledger["rungs"][-1]
     assert first["max_steps"] == 15 and len(first["points"]) == 8 and last["max_steps"] is None
     decision = {p["grid_index"]: p["decision"] for p in first["points"]}
-    assert decision[7] == "stopped_early"  # the planted slow point (sleep_ms=24) stops at rung 1
-    assert decision[0] == "promoted" and decision[5] == "promoted"  # the fastest, and the guarded baseline
-    assert sorted(p["grid_index"] for p in last["points"]) == [0, 5]
+    assert decision[7] == "stopped_early"  # the planted slow point (sleep_ms=80) stops at rung 1
+    assert decision[0] == "promoted" and decision[4] == "promoted"  # the fastest, and the guarded baseline
+    assert sorted(p["grid_index"] for p in last["points"]) == [0, 4]
     # every run is a real point: its steps add up to what the search spent, well under the full grid's
     dirs = sorted((p for p in (tmp_path / "halving").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     assert len(dirs) == 8 + 2 and sum(read_metrics(d)["steps"] for d in dirs) == ledger["steps_spent"]
-    assert ledger["steps_spent"] == 8 * 15 + 2 * 150 < 0.4 * ledger["steps_full_grid"] == 0.4 * 8 * 150
+    assert ledger["steps_spent"] == 8 * 15 + 2 * 120 < 0.4 * ledger["steps_full_grid"] == 0.4 * 8 * 120
     assert 0 < ledger["sweep_cost_saved"] < 1
     report = (tmp_path / "halving" / "report.md").read_text()
     assert "## Successive halving: eta=8, probe 10 steps, 8 -> 2 points" in report and "sweep_cost_saved" in report
