@@ -23,6 +23,17 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
 
 
+# a run whose memory grows with the batch (3x128x128 inputs) but whose steps are quick: for memory-limit tests
+WIDE_MLP = (
+    "model=mlp",
+    "model.hidden_dims=[64]",
+    "data=synthetic",
+    "data.image_size=128",
+    "data.train_samples=2048",
+    "data.val_samples=64",
+)
+
+
 def compose_cfg(*overrides):
     with initialize_config_dir(CONF, version_base="1.3"):
         return compose("config", overrides=list(overrides))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import _leet, compose_cfg, run_cli
+from conftest import WIDE_MLP, _leet, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from fastgpu.errors import FastGPUError
@@ -194,12 +194,7 @@ def test_fp8_off_an_sm89_gpu_is_one_line():
 def test_a_setting_that_does_not_fit_the_memory_limit_is_an_oom_point(tmp_path):
     result = run_cli(
         f"hydra.run.dir={tmp_path}",
-        "model=mlp",
-        "model.hidden_dims=[64]",
-        "data=synthetic",
-        "data.image_size=128",
-        "data.train_samples=2048",
-        "data.val_samples=64",
+        *WIDE_MLP,
         "data.batch_size=2048",
         "trainer.memory_limit_mb=300",
         "trainer.max_steps=2",

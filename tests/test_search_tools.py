@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from conftest import WIDE_MLP, run_cli
 from omegaconf import OmegaConf
 from test_search import QUICK
 
@@ -13,12 +13,7 @@ def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
     result = run_cli(
         "-m",
         "+experiment=max_batch",
-        "model=mlp",
-        "model.hidden_dims=[64]",
-        "data=synthetic",
-        "data.image_size=128",
-        "data.train_samples=2048",
-        "data.val_samples=64",
+        *WIDE_MLP,
         "trainer.max_steps=3",
         "trainer.warmup_steps=1",
         "trainer.memory_limit_mb=400",
