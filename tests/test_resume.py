@@ -22,6 +22,7 @@ JOB = [
     "trainer.progress_bar=false",
     "trainer.monitor_interval_s=0",
     "inference.benchmark=false",
+    "export=[]",
 ]
 
 

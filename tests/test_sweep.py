@@ -14,7 +14,8 @@ from fastgpu.results import read_metrics
 from fastgpu.sweep import point_name
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
-TINY = ["trainer.epochs=2", "trainer.progress_bar=false"]
+# no export or inference benchmark: nothing here reads them, and they cost each point more than its training
+TINY = ["trainer.epochs=2", "trainer.progress_bar=false", "inference.benchmark=false", "export=[]"]
 
 
 @pytest.fixture(scope="module")

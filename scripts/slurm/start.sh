@@ -15,7 +15,7 @@ set -euo pipefail
 
 FAKE_GPUS=${FAKE_GPUS:-2}
 SLURM_NODES=${SLURM_NODES:-2}
-SLURM_CPUS=${SLURM_CPUS:-$(nproc)}     # CPUs each node offers (config_overrides lets you advertise more)
+SLURM_CPUS=${SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}  # CPUs each node offers (config_overrides lets you advertise more)
 CLUSTER=${SLURM_CLUSTER_NAME:-fastgpu}
 CONF=/etc/slurm
 HOST=$(hostname -s)
