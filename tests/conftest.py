@@ -23,9 +23,16 @@ register_schema()
 
 
 def pytest_collection_modifyitems(items):
-    """The Slurm tests first: with several workers (pyproject's addopts), their waiting on the cluster overlaps
-    the other files' work from the start instead of running alone at the end."""
-    items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
+    """Longest work first, so that the workers (pyproject's addopts: `--dist loadgroup`, no reordering) finish
+    together: the Slurm tests (their waiting on the cluster overlaps the rest), then the other files whose tests share
+    a module fixture (an xdist group each), then the `slow` tests, then the quick ones filling the gaps."""
+    items.sort(
+        key=lambda item: (
+            "test_slurm.py" not in item.nodeid,
+            item.get_closest_marker("xdist_group") is None,
+            item.get_closest_marker("slow") is None,
+        )
+    )
 
 
 # a run whose memory grows with the batch (3x128x128 inputs) but whose steps are quick: for memory-limit tests

@@ -142,6 +142,7 @@ def test_points_timed_together_are_flagged(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_planted_slowdown_is_detected_with_non_overlapping_intervals(tmp_path):
     sweep = tmp_path / "s"
     result = run_cli(
@@ -176,6 +177,7 @@ def test_throughput_counts_the_samples_actually_trained(tmp_path, quiet_wandb):
     assert sum(metrics["throughput_intervals"]) / len(metrics["throughput_intervals"]) < 1.2 * metrics["throughput"]
 
 
+@pytest.mark.slow
 def test_a_fallback_point_is_named_by_what_ran_and_resume_leaves_ok_points_untouched(tmp_path):
     sweep = tmp_path / "s"
     common = [

@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from conftest import run_cli
 
 from fastgpu.results import read_metrics
@@ -32,6 +33,7 @@ def recommended(stdout: str) -> str:
     return re.search(r"Recommendation: '([^']+)'", stdout).group(1)
 
 
+@pytest.mark.slow
 def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_resumes_per_rung(tmp_path):
     grid = run_cli("-m", *PLANTED, *QUICK, f"hydra.sweep.dir={tmp_path / 'grid'}")
     assert grid.returncode == 0, grid.stderr[-2000:]
@@ -76,6 +78,7 @@ def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_res
     assert recommended(resumed.stdout) == "sleep_ms0"
 
 
+@pytest.mark.slow
 def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accuracy(tmp_path):
     # three settings as a config group of our own: the fastest learns nothing (a tiny learning rate)
     group = tmp_path / "conf" / "knob"

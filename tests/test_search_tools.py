@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import WIDE_MLP, run_cli
 from omegaconf import OmegaConf
 from test_search import QUICK
@@ -9,6 +10,7 @@ from test_search import QUICK
 from fastgpu.results import read_metrics
 
 
+@pytest.mark.slow
 def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
     result = run_cli(
         "-m",

@@ -15,6 +15,7 @@ from fastgpu.results import read_history, read_metrics
 PACKAGE = Path(fastgpu.__file__).resolve().parent  # FastGPU's own modules, wherever the checkout is
 
 
+@pytest.mark.slow
 def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
     result = run_cli(f"hydra.run.dir={tmp_path}", "trainer.progress_bar=false")
     assert result.returncode == 0, result.stderr
@@ -64,6 +65,7 @@ def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
     assert len([h for h in run["history"] if "train/loss" in h]) == len(train_losses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cpu_precisions_train(tmp_path, quiet_wandb, precision):
     cfg = compose_cfg(
@@ -79,6 +81,7 @@ def test_cpu_precisions_train(tmp_path, quiet_wandb, precision):
     assert metrics["accuracy"] >= 0.90
 
 
+@pytest.mark.slow
 def test_fp16_fallback_is_explicit_and_recorded(tmp_path, quiet_wandb):
     if torch.cuda.is_available():
         pytest.skip("fp16 runs natively on CUDA")
@@ -167,6 +170,7 @@ def test_compile_first_step_loss_equals_eager(tmp_path, quiet_wandb):
     assert math.isfinite(losses[True])
 
 
+@pytest.mark.slow
 def test_synthetic_imagenet_shapes_and_channels_last(tmp_path, quiet_wandb):
     cfg = compose_cfg(
         "data=synthetic",
