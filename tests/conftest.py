@@ -22,18 +22,30 @@ IN_CI = os.environ.get("CI") == "true"
 register_schema()
 
 
-def pytest_collection_modifyitems(items):
-    """Longest work first, so that the workers (pyproject's addopts: `--dist loadgroup`, no reordering) finish
-    together: the Slurm tests (their waiting on the cluster overlaps the rest), then the other files whose tests share
-    a module fixture (an xdist group each), then the `slow` tests, then the quick ones filling the gaps."""
-    items.sort(
-        key=lambda item: (
-            "test_slurm.py" not in item.nodeid,
-            item.get_closest_marker("xdist_group") is None,
-            item.get_closest_marker("slow") is None,
-        )
-    )
+# The files by their time in CI (2026-11-27, pytest --durations), longest first: one file per worker (pyproject's
+# `--dist loadfile --no-loadscope-reorder`) then makes the workers finish close together. The Slurm tests lead: their
+# waiting on the cluster overlaps the others' work. (Not `--dist loadgroup`: with pytest 9.2 it silently stops
+# grouping, pytest-xdist#1386, and the Slurm module's cluster fixture would run on several workers at once.)
+LONGEST_FIRST = (
+    "test_slurm.py",
+    "test_train.py",
+    "test_faults.py",
+    "test_compression.py",
+    "test_sweep.py",
+    "test_comparison.py",
+    "test_monitor_and_examples.py",
+    "test_search.py",
+    "test_resume.py",
+    "test_config.py",
+)
 
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else 99)
+
+
+# for runs whose test reads neither the exported model nor inference latency: both cost a small run more than training
+NO_DEPLOY = ("inference.benchmark=false", "export=[]")
 
 # a run whose memory grows with the batch (3x128x128 inputs) but whose steps are quick: for memory-limit tests
 WIDE_MLP = (

@@ -14,8 +14,6 @@ from fastgpu.launch import RunFailed, launch
 from fastgpu.models import build_model
 from fastgpu.results import read_metrics
 
-pytestmark = pytest.mark.xdist_group("compression")  # the tests share the module's six compression runs
-
 BASE = ["trainer.epochs=6", "trainer.progress_bar=false", "inference.repeats=5"]
 
 

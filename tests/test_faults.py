@@ -22,8 +22,6 @@ from fastgpu.config import RANGES, FastGPUConfig, check_ranges
 from fastgpu.errors import FastGPUError
 from fastgpu.results import read_history, read_metrics
 
-pytestmark = pytest.mark.xdist_group("faults")  # the tests share the module's finished and interrupted runs
-
 QUIET = {"WANDB_MODE": "disabled"}
 SMALL = ["trainer.progress_bar=false", "trainer.monitor_interval_s=0", "inference.benchmark=false", "export=[]"]
 # slow enough (40 ms/step, 66 steps) that a signal lands mid-training; a checkpoint every 5 steps

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import compose_cfg, offline_runs, run_cli, start_cli
+from conftest import NO_DEPLOY, compose_cfg, offline_runs, run_cli, start_cli
 
 from fastgpu.checkpoint import config_fingerprint, resumable, save_checkpoint
 from fastgpu.data import EpochShuffle, ResumableSampler
@@ -21,8 +21,7 @@ JOB = [
     "trainer.checkpoint_every_n_steps=50",
     "trainer.progress_bar=false",
     "trainer.monitor_interval_s=0",
-    "inference.benchmark=false",
-    "export=[]",
+    *NO_DEPLOY,
 ]
 
 

@@ -14,8 +14,6 @@ from conftest import IN_CI, REPO, offline_runs, read_offline_run, run_cli, start
 from fastgpu.results import read_history, read_metrics
 from fastgpu.status import point_states, slurm_accounting
 
-pytestmark = pytest.mark.xdist_group("slurm")  # one cluster, started once by the module fixture
-
 FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
 SLURM = [
     "hydra/launcher=slurm",

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, offline_runs, run_cli
+from conftest import NO_DEPLOY, compose_cfg, offline_runs, run_cli
 from matplotlib.image import imread
 
 from fastgpu.launch import failure_record
@@ -13,11 +13,8 @@ from fastgpu.report import main as report_main
 from fastgpu.results import read_metrics
 from fastgpu.sweep import point_name
 
-pytestmark = pytest.mark.xdist_group("sweep")  # the tests share the module's 2x2 sweep
-
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
-# no export or inference benchmark: nothing here reads them, and they cost each point more than its training
-TINY = ["trainer.epochs=2", "trainer.progress_bar=false", "inference.benchmark=false", "export=[]"]
+TINY = ["trainer.epochs=2", "trainer.progress_bar=false", *NO_DEPLOY]
 
 
 @pytest.fixture(scope="module")

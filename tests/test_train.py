@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, offline_runs, run_cli
+from conftest import NO_DEPLOY, compose_cfg, offline_runs, run_cli
 
 import fastgpu
 from fastgpu.launch import RunFailed, launch
@@ -73,8 +73,7 @@ def test_cpu_precisions_train(tmp_path, quiet_wandb, precision):
         "trainer.epochs=3",
         "trainer.progress_bar=false",
         "trainer.checkpoint=false",
-        "inference.benchmark=false",
-        "export=[]",
+        *NO_DEPLOY,
     )
     metrics = launch(cfg, tmp_path)
     assert metrics["precision_mode"] == precision
@@ -85,14 +84,20 @@ def test_cpu_precisions_train(tmp_path, quiet_wandb, precision):
 def test_fp16_fallback_is_explicit_and_recorded(tmp_path, quiet_wandb):
     if torch.cuda.is_available():
         pytest.skip("fp16 runs natively on CUDA")
-    cfg = compose_cfg("precision=fp16", "precision.fallback=bf16", "trainer.max_steps=10", "trainer.progress_bar=false")
+    cfg = compose_cfg(
+        "precision=fp16", "precision.fallback=bf16", "trainer.max_steps=10", "trainer.progress_bar=false", *NO_DEPLOY
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["precision_mode"] == "bf16"
 
 
 def test_nan_loss_fails_the_run_as_diverged(tmp_path, quiet_wandb):
     cfg = compose_cfg(
-        "optimizer.lr=1e12", "trainer.max_steps=60", "trainer.log_every_n_steps=10", "trainer.progress_bar=false"
+        "optimizer.lr=1e12",
+        "trainer.max_steps=60",
+        "trainer.log_every_n_steps=10",
+        "trainer.progress_bar=false",
+        *NO_DEPLOY,
     )
     with pytest.raises(RunFailed) as failure:
         launch(cfg, tmp_path)
@@ -122,6 +127,7 @@ def test_values_leave_the_device_only_at_log_steps(tmp_path, quiet_wandb, monkey
         "trainer.eval_every_n_epochs=100",
         "trainer.progress_bar=false",
         "trainer.checkpoint=false",
+        *NO_DEPLOY,
     )
     launch(cfg, tmp_path)
     log_points = steps // every + 1
@@ -132,7 +138,11 @@ def test_values_leave_the_device_only_at_log_steps(tmp_path, quiet_wandb, monkey
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     result = run_cli(
-        "parallel=ddp", "parallel.nproc_per_node=2", f"hydra.run.dir={tmp_path}", "trainer.progress_bar=false"
+        "parallel=ddp",
+        "parallel.nproc_per_node=2",
+        f"hydra.run.dir={tmp_path}",
+        "trainer.progress_bar=false",
+        *NO_DEPLOY,
     )
     assert result.returncode == 0, result.stderr
     metrics = read_metrics(tmp_path)
@@ -146,7 +156,9 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_trains(tmp_path, quiet_wandb):
-    cfg = compose_cfg("parallel=fsdp", "parallel.nproc_per_node=2", "trainer.epochs=5", "trainer.progress_bar=false")
+    cfg = compose_cfg(
+        "parallel=fsdp", "parallel.nproc_per_node=2", "trainer.epochs=5", "trainer.progress_bar=false", *NO_DEPLOY
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["world_size"] == 2 and metrics["parallel"] == "fsdp" and metrics["accuracy"] >= 0.9
     assert "stem.0.weight" in torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
@@ -161,6 +173,7 @@ def test_compile_first_step_loss_equals_eager(tmp_path, quiet_wandb):
             "trainer.max_steps=3",
             "trainer.progress_bar=false",
             "trainer.checkpoint=false",
+            *NO_DEPLOY,
         )
         out = tmp_path / str(compiled)
         metrics = launch(cfg, out)
@@ -184,8 +197,7 @@ def test_synthetic_imagenet_shapes_and_channels_last(tmp_path, quiet_wandb):
         "trainer.epochs=1",
         "trainer.warmup_steps=1",
         "trainer.progress_bar=false",
-        "inference.benchmark=false",  # export and latency of resnet18 are tested elsewhere; shapes here
-        "export=[]",
+        *NO_DEPLOY,  # export and latency of resnet18 are tested elsewhere; shapes here
     )
     metrics = launch(cfg, tmp_path)
     assert metrics["steps"] == 4 and metrics["timed_steps"] == 3 and metrics["channels_last"] is True
