@@ -3,7 +3,6 @@
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision import models as tv_models
 
 from fastgpu.errors import FastGPUError, choose
 
@@ -56,6 +55,8 @@ def _mlp(cfg, channels: int, image_size: int, num_classes: int) -> nn.Module:
 
 
 def _resnet(cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    from torchvision import models as tv_models  # here: importing torchvision costs ~3 s of CPU (it loads dynamo)
+
     model = getattr(tv_models, cfg.name)(weights=None, num_classes=num_classes)
     stem = cfg.stem if cfg.stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
     if stem not in ("cifar", "imagenet"):

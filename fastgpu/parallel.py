@@ -145,14 +145,20 @@ def rank_hosts() -> str:
     return ",".join(hosts)
 
 
+def all_reduce_tensor(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """A tensor reduced across ranks (a copy on the backend's device; the tensor itself when not distributed)."""
+    if not dist.is_initialized():
+        return tensor
+    reduced = tensor.to("cuda" if dist.get_backend() == "nccl" else "cpu", copy=True)
+    dist.all_reduce(reduced, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return reduced
+
+
 def all_reduce(values: list, op: str = "sum") -> list:
     """Reduce a few Python numbers across ranks (at the end of a run, never per step)."""
     if not dist.is_initialized():
         return values
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
-    return tensor.tolist()
+    return all_reduce_tensor(torch.tensor(values, dtype=torch.float64), op).tolist()
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:

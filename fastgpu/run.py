@@ -62,7 +62,7 @@ class Job:
     total_steps: int  # optimizer steps
     steps_per_epoch: int  # optimizer steps per epoch (loader batches / trainer.accumulate_grad_batches)
     epochs: int
-    metrics: object  # the evaluation metrics (torchmetrics)
+    metrics: object  # the evaluation metrics (metrics.ClassificationMetrics)
     stats: dict  # parameter count and size of the bare model
     flops_per_sample: object = None  # forward + backward FLOPs of one training sample (main rank only)
 
