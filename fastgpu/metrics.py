@@ -13,7 +13,7 @@ from fastgpu.parallel import all_reduce_tensor
 class ClassificationMetrics:
     """Top-1 accuracy and macro precision/recall/F1 from a confusion matrix counted on the device and summed across
     ranks at compute(). The numbers are torchmetrics' Multiclass* ones (a macro average leaves out a class that is
-    neither a target nor a prediction; 0/0 counts as 0), checked against torchmetrics in tests/test_meter.py.
+    neither a target nor a prediction; 0/0 counts as 0), checked against torchmetrics in tests/test_metrics.py.
     Not torchmetrics itself: importing it costs every process ~4.5 s of CPU (it loads torchvision, torch._dynamo and
     scipy.signal), paid by each sweep point, DDP rank and Slurm task, for four ratios of one matrix."""
 
