@@ -18,7 +18,8 @@ from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
-from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, read_metrics
+from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, point_metrics
+from fastgpu.rundir import pop_command_keys
 from fastgpu.summary import format_summary
 from fastgpu.sweep import (
     keep_hydra_files,
@@ -47,21 +48,22 @@ def main(cfg):
 def run_point(cfg, hydra_cfg) -> dict:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    command = pop_command_keys(cfg)  # +resume / +overwrite: what this command asks, never saved with the run
     if multirun:
-        if cfg.get("resume") is True and (out_dir / METRICS_FILE).exists():
-            done = read_metrics(out_dir)
+        if command["resume"] is True:
+            done = point_metrics(out_dir)  # an unreadable record is not a finished point: it runs again
             if done.get("status") == "ok":
                 restore_hydra_files(out_dir)  # Hydra rewrote them with this resumed sweep's overrides
                 print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
                 return done
         name_sweep_point(cfg, hydra_cfg)
-    elif isinstance(cfg.get("resume"), str):
-        out_dir, cfg = resume_target(Path(cfg.resume))
+    elif isinstance(command["resume"], str):
+        out_dir, cfg = resume_target(Path(command["resume"]))
     elif cfg.logger.wandb.name is None:
         cfg.logger.wandb.name = run_name(cfg)
     try:
         check_ranges(cfg)
-        metrics = launch(cfg, out_dir)
+        metrics = launch(cfg, out_dir, overwrite=command["overwrite"] is True)
     except FastGPUError as refused:  # a value out of range, a dir not this run's to write: nothing written
         print(f"fastgpu: error: {refused}", file=sys.stderr)
         if not multirun:
@@ -114,6 +116,7 @@ def resume_target(run_dir: Path):
         )
         sys.exit(2)
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    pop_command_keys(cfg)  # a run saved before +overwrite stopped being stored: it must not apply again
     try:
         can_resume = resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg))
     except FastGPUError as exc:  # a corrupt checkpoint

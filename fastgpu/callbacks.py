@@ -18,7 +18,9 @@ class OwnedDirs(Callback):
 
         _refuse_or_go(check_ranges, config)
         if not isinstance(config.get("resume"), str):  # +resume=<dir> continues that dir, not hydra.run.dir
-            _refuse_or_go(check_run_dir, Path(config.hydra.run.dir), config)
+            _refuse_or_go(
+                check_run_dir, Path(config.hydra.run.dir), config, "hydra.run.dir", config.get("overwrite") is True
+            )
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from fastgpu.rundir import DirLock, check_sweep_dir
@@ -73,6 +75,8 @@ class SweepReport(Callback):
         from fastgpu.wandb_logger import log_sweep_report
 
         log_sweep_report(config, sweep_dir, group, report)
+        for row in report["unreadable"]:
+            print(f"fastgpu: {row['error']}", file=sys.stderr)
         if report["failed"]:
             print(
                 f"fastgpu: {len(report['failed'])} of {len(report['rows'])} sweep points failed; "

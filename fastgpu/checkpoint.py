@@ -44,7 +44,7 @@ class Progress:
 def config_fingerprint(cfg) -> str:
     """What must match for a checkpoint to continue a run: every setting but logging and launching."""
     plain = OmegaConf.to_container(cfg, resolve=False)
-    for key in ("logger", "resume", "hydra", "inference", "export", "report"):
+    for key in ("logger", "resume", "overwrite", "hydra", "inference", "export", "report"):
         plain.pop(key, None)
     for key in (
         "progress_bar",

@@ -10,7 +10,6 @@ import sys
 from multiprocessing.connection import wait
 from pathlib import Path
 
-import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
@@ -29,8 +28,7 @@ def _run_rank(cfg, out_dir: Path, env: DistEnv) -> dict:
 
 def _spawned_worker(local_rank: int, cfg, out_dir: Path, nproc: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank), WORLD_SIZE=str(nproc))
-    os.environ["LOCAL_RANK"] = str(local_rank)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ.update(LOCAL_RANK=str(local_rank), LOCAL_WORLD_SIZE=str(nproc))  # as torchrun sets them
     _run_rank(cfg, out_dir, DistEnv(local_rank, local_rank, nproc))
 
 
@@ -81,8 +79,9 @@ def storage_error(exc: OSError, out_dir: Path) -> FastGPUError:
     )
 
 
-def launch(cfg, out_dir: Path) -> dict:
-    """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content.
+def launch(cfg, out_dir: Path, overwrite: bool = False) -> dict:
+    """Run the job described by `cfg` with results in `out_dir`; return its metrics.json content. `overwrite` (the
+    command's +overwrite=true) replaces a finished run there.
 
     The launching process owns `out_dir` while the run writes (fastgpu/rundir.py)."""
     out_dir = Path(out_dir)
@@ -92,7 +91,7 @@ def launch(cfg, out_dir: Path) -> dict:
     lock = None
     if main:
         try:
-            check_run_dir(out_dir, cfg)
+            check_run_dir(out_dir, cfg, overwrite=overwrite)
             lock = DirLock(out_dir, "hydra.run.dir").acquire()
             (out_dir / METRICS_FILE).unlink(missing_ok=True)  # a re-run (resume of a failed point) starts clean
             OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)  # the run describes itself, also from Python

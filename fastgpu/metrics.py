@@ -77,12 +77,32 @@ def memory_limit(limit_mb, device: torch.device):
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory window: CUDA's peak statistics, and the process's peak RSS (Linux resets VmHWM on
+    writing 5 to clear_refs), so a point's peak is its own even after earlier points in the same process."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:  # not Linux, or not permitted: peak_rss_mb falls back to the process's lifetime maximum
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory since reset_peak_memory (VmHWM), else the process's lifetime maximum (ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(device: torch.device) -> dict:
-    stats = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    """Peak memory since reset_peak_memory: RSS, and on CUDA the caching allocator's allocated and reserved bytes."""
+    stats = {"peak_rss_mb": _peak_rss_mb()}
     if device.type == "cuda":
         stats["peak_mem_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         stats["peak_mem_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20

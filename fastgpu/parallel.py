@@ -176,16 +176,20 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
     return device
 
 
+_DEFAULT_THREADS = torch.get_num_threads()  # as the process started: an earlier in-process point may have changed it
+
+
 def set_cpu_threads(num_threads) -> None:
-    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
-    if threads:
-        torch.set_num_threads(threads)
+    """trainer.num_threads, else Slurm's CPUs per task, else the process's default shared by the ranks on this node."""
+    shared = max(1, _DEFAULT_THREADS // int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    torch.set_num_threads(num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or shared)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # set both ways: an earlier point of an in-process sweep (hydra/launcher=basic) must not leave it on
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False

@@ -17,7 +17,7 @@ from fastgpu.adaptive import read_ledger
 from fastgpu.compare import by_device, pool_repeats, recommend, timed_together
 from fastgpu.figures import BY_KEY, csv_keys, report_columns, show
 from fastgpu.plots import write_plots
-from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_history, read_metrics
+from fastgpu.results import HISTORY_FILE, UNREADABLE, point_metrics, read_history
 from fastgpu.stats import ratio_ci
 
 COLUMNS = ["point", "rung", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
@@ -38,8 +38,11 @@ def collect_points(sweep_dir: Path) -> list:
         overrides = [
             o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra.", "logger."))
         ]
-        metrics = read_metrics(job_dir) if (job_dir / METRICS_FILE).exists() else {"status": "pending"}
-        history = read_history(job_dir) if (job_dir / HISTORY_FILE).exists() else []
+        metrics = point_metrics(job_dir, missing={"status": "pending"})
+        try:
+            history = read_history(job_dir) if (job_dir / HISTORY_FILE).exists() else []
+        except (OSError, ValueError):  # a damaged history costs the point its curves and interval, not the report
+            history = []
         points.append(
             {
                 "point": int(job_dir.name),
@@ -168,6 +171,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
     points = collect_points(sweep_dir)
     halving = mark_rungs(points, read_ledger(sweep_dir, HALVING_LEDGER))
     max_batch = mark_probes(points, read_ledger(sweep_dir, MAX_BATCH_LEDGER))
+    shared_process = [p["metrics"].get("name") for p in points if p["metrics"].get("runs_before_in_process")]
     points = pool_repeats(points)
     groups = by_device(points)
     rows, sections, recommendations, baseline = [], [], [], None
@@ -210,16 +214,27 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         recommendation += "\n" + caveat
         sections = [caveat, ""] + sections
 
+    if shared_process:
+        caveat = (
+            f"Caution: {', '.join(map(repr, shared_process))} trained in a process that had trained other points "
+            "before (hydra/launcher=basic), which can slow later points by a quarter; rerun with the default "
+            "launcher (each point in its own process) before acting on them."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
+
     with open(sweep_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS + ["baseline"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     plots = write_plots(rows, points, sweep_dir) if rows else []
-    failed = [r for r in rows if r["status"] not in ("ok", "pending", *SEARCH_STATUSES)]
+    unreadable = [r for r in rows if r["status"] == UNREADABLE]
+    failed = [r for r in rows if r["status"] not in ("ok", "pending", UNREADABLE, *SEARCH_STATUSES)]
     lines = [
         f"# FastGPU sweep report: {sweep_dir}",
         "",
-        f"{len(rows)} points, {len(rows) - len(failed)} without failure, {len(failed)} failed.",
+        f"{len(rows)} points, {len(rows) - len(failed) - len(unreadable)} without failure, {len(failed)} failed"
+        + (f", {len(unreadable)} unreadable." if unreadable else "."),
         "",
     ]
     lines += sections
@@ -230,6 +245,8 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
             + [f"- `{r['name']}` ({r['overrides']}): **{r['status']}** — {r['error']} — `{r['dir']}`" for r in failed]
             + [""]
         )
+    if unreadable:
+        lines += ["## Unreadable results", ""] + [f"- `{r['name']}`: {r['error']}" for r in unreadable] + [""]
     lines += where_time_goes(points)
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -237,6 +254,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
         "rows": rows,
         "recommendation": recommendation,
         "failed": failed,
+        "unreadable": unreadable,
         "plots": plots,
         "baseline": baseline,
         "timed_together": overlaps,
@@ -376,6 +394,11 @@ def main(argv=None) -> int:
     print(terminal_table(report["rows"]))
     print(report["recommendation"])
     print(f"report: {sweep_dir / 'report.md'}")
+    for row in report["unreadable"]:
+        print(f"fastgpu.report: {row['error']}", file=sys.stderr)
+    if len(report["unreadable"]) == len(report["rows"]):
+        print(f"fastgpu.report: error: no point of {sweep_dir} has readable results", file=sys.stderr)
+        return 2
     return 1 if report["failed"] else 0
 
 

@@ -42,6 +42,29 @@ def read_metrics(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / METRICS_FILE).read_text())
 
 
+UNREADABLE = "unreadable"  # the status of a point whose metrics.json cannot be parsed (truncated, edited, damaged)
+
+
+def point_metrics(point_dir: Path, missing=None) -> dict:
+    """A point's metrics.json for the report and status: `missing` where there is none, and a record with status
+    `unreadable` and a one-line error naming the file where it cannot be read."""
+    path = Path(point_dir) / METRICS_FILE
+    if not path.exists():
+        return dict(missing or {})
+    try:
+        metrics = read_metrics(point_dir)
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+        return metrics
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {
+            "status": UNREADABLE,
+            "error_type": type(exc).__name__,
+            "error": f"{path} is unreadable ({reason}); rerun this point (the sweep's command with +resume=true)",
+        }
+
+
 def read_history(out_dir: Path) -> list:
     path = Path(out_dir) / HISTORY_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 import fastgpu
 from fastgpu import metrics as M
 from fastgpu.checkpoint import PreemptionWatch, Progress
+from fastgpu.compiled import compile_record, start_compile_record
 from fastgpu.compression import training_hook
 from fastgpu.config import compile_mode
 from fastgpu.data import build_data
@@ -79,7 +80,12 @@ class Job:
         return x, batch[1].to(self.device, non_blocking=True)
 
 
+_RUNS_IN_THIS_PROCESS = 0  # an in-process sweep (hydra/launcher=basic) trains several: the report flags it
+
+
 def run(cfg, out_dir: Path, env: DistEnv) -> dict:
+    global _RUNS_IN_THIS_PROCESS
+    runs_before, _RUNS_IN_THIS_PROCESS = _RUNS_IN_THIS_PROCESS, _RUNS_IN_THIS_PROCESS + 1
     job = build(cfg, env)
     tcfg = cfg.trainer
     monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
@@ -107,7 +113,8 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     measured = meter.summary(env.world_size, all_reduce, monitor.samples, cfg.trainer.log_every_n_steps)
     if job.data.skipped is not None:  # every rank's count of unreadable samples skipped (data.on_corrupt=skip)
         measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
-    metrics = summarize(job, p, {**when, **measured})
+    metrics = summarize(job, p, {**when, **measured, "runs_before_in_process": runs_before})
+    metrics.update(compile_record(compile_mode(cfg)))
     metrics.update(
         mfu_figures(
             job.flops_per_sample,
@@ -164,6 +171,8 @@ def build(cfg, env: DistEnv) -> Job:
             "gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot"
         )
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    if compile_mode(cfg):
+        start_compile_record()
     return Job(
         cfg=cfg,
         env=env,
@@ -229,6 +238,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "compile_mode": compile_mode(cfg),
         "optimizer_impl": optimizer_impl(job.optimizer),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         "activation_checkpointing": bool(cfg.model.activation_checkpointing),
         "channels_last": bool(cfg.channels_last),
         "parallel": job.parallel,

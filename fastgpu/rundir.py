@@ -97,18 +97,37 @@ class DirLock:
             self.path.unlink(missing_ok=True)
 
 
-def check_run_dir(out_dir: Path, cfg, key: str = "hydra.run.dir") -> None:
-    """Refuse a dir another process writes, a finished run (unless +overwrite=true), and an interrupted run of
-    other settings. With +overwrite=true the earlier run's results are removed first."""
+COMMAND_KEYS = ("resume", "overwrite")  # what the command asks of its dir: never a setting of the run
+
+
+def pop_command_keys(cfg) -> dict:
+    """Take `+resume` and `+overwrite` out of `cfg` (a composed config, or one a run saved before this rule) and
+    return them: they act on the command that carries them and are never saved with the run, fingerprinted or
+    applied again by a `+resume=<dir>` or a requeued attempt."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        return {key: cfg.pop(key, None) for key in COMMAND_KEYS}
+
+
+def requeued_attempt() -> bool:
+    """A Slurm job's second or later attempt (requeued after preemption or a time limit): the command that started
+    it already acted on its dir, so `+overwrite` must not remove the checkpoint the attempt continues from."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def check_run_dir(out_dir: Path, cfg, key: str = "hydra.run.dir", overwrite: bool = False) -> None:
+    """Refuse a dir another process writes, a finished run (unless `overwrite`, the command's +overwrite=true), and
+    an interrupted run of other settings. With `overwrite` the earlier run's results are removed first."""
     out_dir = Path(out_dir)
     holder = read_holder(out_dir)
     if holder is not None and holder.get("pid") != os.getpid():
         raise _in_use(out_dir, holder, key)
-    if cfg.get("overwrite") is True:
+    if overwrite and not requeued_attempt():
         for name in (METRICS_FILE, HISTORY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
             (out_dir / name).unlink(missing_ok=True)
         return
-    if (out_dir / METRICS_FILE).exists() and _status(out_dir) == "ok":
+    if (out_dir / METRICS_FILE).exists() and _status(out_dir) == "ok" and not overwrite:
         raise FastGPUError(
             f"{out_dir} already holds a finished run (status ok); choose another {key}, "
             "or pass +overwrite=true to replace it"

@@ -80,11 +80,11 @@ def launch_and_report(launcher, job_overrides, initial_job_idx):
 
 def _finished_point(config, point_dir: Path):
     """A resumed sweep's point that already finished: its metrics, else None."""
-    from fastgpu.results import METRICS_FILE, read_metrics
+    from fastgpu.results import point_metrics
 
-    if config.get("resume") is not True or not (point_dir / METRICS_FILE).exists():
+    if config.get("resume") is not True:
         return None
-    metrics = read_metrics(point_dir)
+    metrics = point_metrics(point_dir)
     return metrics if metrics.get("status") == "ok" else None
 
 
@@ -116,9 +116,9 @@ def _prepare(launcher, job_overrides, initial_job_idx):
 
 
 def _report(num, job, point_dir: Path) -> None:
-    from fastgpu.results import METRICS_FILE, read_metrics
+    from fastgpu.results import point_metrics
 
-    metrics = read_metrics(point_dir) if (point_dir / METRICS_FILE).exists() else {"status": "failed"}
+    metrics = point_metrics(point_dir, missing={"status": "failed"})
     if metrics.get("status") == "ok":
         print(f"[fastgpu] point {num} (job {job.job_id}) ok", flush=True)
     else:
@@ -132,7 +132,7 @@ def _report(num, job, point_dir: Path) -> None:
 def _record_lost_job(point_dir: Path, job, exc) -> dict:
     """A job that ended without a result (killed, out of memory, node failure): a failed point on record."""
     from fastgpu.errors import first_line
-    from fastgpu.results import METRICS_FILE, read_metrics, write_metrics
+    from fastgpu.results import point_metrics, write_metrics
 
     reason = first_line(exc)
     record = {
@@ -141,7 +141,7 @@ def _record_lost_job(point_dir: Path, job, exc) -> dict:
         "error": f"Slurm job {job.job_id} ended without a result ({reason[:200]}); see {job.paths.stderr}",
     }
     point_dir.mkdir(parents=True, exist_ok=True)
-    earlier = read_metrics(point_dir) if (point_dir / METRICS_FILE).exists() else {}
+    earlier = point_metrics(point_dir)
     if earlier.get("status") in ("ok", "interrupted"):  # the run's own record (an interruption names its resume)
         return earlier
     write_metrics(point_dir, {**earlier, **record})

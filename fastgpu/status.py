@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastgpu.results import HISTORY_FILE, METRICS_FILE, read_metrics
+from fastgpu.results import HISTORY_FILE, UNREADABLE, point_metrics
 from fastgpu.slurm import JOBS_FILE
 
 SLURM_STATES = {
@@ -58,7 +58,7 @@ def point_states(sweep_dir: Path) -> list:
     for num in numbers:
         point_dir = sweep_dir / str(num)
         job = jobs.get(str(num), {})
-        metrics = read_metrics(point_dir) if (point_dir / METRICS_FILE).exists() else {}
+        metrics = point_metrics(point_dir)
         slurm_state, elapsed = accounting.get(job.get("job_id", ""), (None, None))
         if metrics.get("status") and metrics["status"] != "interrupted":
             state = metrics["status"]
@@ -99,7 +99,10 @@ def main(argv=None) -> int:
     for s in states:
         counts[s["state"]] = counts.get(s["state"], 0) + 1
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no points")
-    return 0
+    for s in states:
+        if s["state"] == UNREADABLE:
+            print(f"fastgpu.status: {s['error']}", file=sys.stderr)
+    return 1 if states and all(s["state"] == UNREADABLE for s in states) else 0
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert torch.load(path, weights_only=False) == {"step": 1}
 
 
-def _start(run_dir, env):
-    return start_cli(*JOB, f"hydra.run.dir={run_dir}", env=env)
+def _start(run_dir, env, *extra):
+    return start_cli(*JOB, f"hydra.run.dir={run_dir}", *extra, env=env)
 
 
 def _wait_for_step(run_dir, step, process, timeout=120):
@@ -67,18 +67,22 @@ def _wait_for_step(run_dir, step, process, timeout=120):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result_and_wandb_run(tmp_path):
+    """Started with +overwrite=true (the tryout's repro): the resume must not apply it again and restart at 0."""
     env = {"WANDB_MODE": "offline"}
     reference = run_cli(*JOB, f"hydra.run.dir={tmp_path / 'reference'}", env=env)
     assert reference.returncode == 0, reference.stderr
     expected = read_metrics(tmp_path / "reference")
 
     run_dir = tmp_path / "interrupted"
-    process = _start(run_dir, env)
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"status": "ok"}\n')  # a finished run that +overwrite=true replaces
+    process = _start(run_dir, env, "+overwrite=true")
     _wait_for_step(run_dir, 60, process)
-    process.send_signal(signal.SIGUSR2)  # what Slurm sends before a time limit / preemption
+    process.send_signal(signal.SIGTERM)  # a kill, or what Slurm sends at a time limit / preemption
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
-    assert "stopped by SIGUSR2 at step" in stderr and f"+resume={run_dir}" in stderr
+    assert "stopped by SIGTERM at step" in stderr and f"+resume={run_dir}" in stderr
+    assert "overwrite" not in (run_dir / "config.yaml").read_text()  # what the command asked is not a setting
     interrupted = read_metrics(run_dir)
     assert interrupted["status"] == "interrupted"
     stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]

@@ -147,6 +147,7 @@ def test_requeued_two_node_job_resumes_from_its_checkpoint_to_the_same_result(tm
         "trainer.checkpoint_every_n_steps=20",
         "trainer.monitor_interval_s=0",
         "inference.benchmark=false",
+        "+overwrite=true",  # acts on the first attempt only: the requeued one continues from its checkpoint
         f"hydra.sweep.dir={sweep_dir}",
     ]
     sweep = start_cli("-m", *args, env={"WANDB_MODE": "offline"}, stderr=subprocess.STDOUT)

@@ -38,6 +38,8 @@ def test_2x2_sweep_writes_a_result_per_point_and_the_report(sweep_2x2):
     assert sorted(points) == ["0", "1", "2", "3"]
     assert {m["name"] for m in points.values()} == {"fp32", "fp32-cl", "bf16", "bf16-cl"}
     assert all(m["status"] == "ok" and m["accuracy"] > 0.8 for m in points.values())
+    # each point trained in a process of its own (the default launcher), compiled nothing
+    assert all(m["runs_before_in_process"] == 0 and m["compile_outcome"] == "eager" for m in points.values())
 
     with open(sweep_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -126,6 +128,50 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
             assert (path.stat().st_mtime_ns, path.read_bytes()) == (mtime, content), path
     rerun = read_metrics(sweep_dir / "1")
     assert rerun["status"] == "ok" and rerun["precision_mode"] == "fp32"
+
+
+def test_an_unreadable_result_is_one_line_naming_the_file_and_a_failed_point(sweep_2x2, tmp_path, capsys):
+    import shutil
+
+    from fastgpu.status import main as status_main
+
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep_2x2[0], sweep_dir)
+    damaged = sweep_dir / "1" / "metrics.json"
+    damaged.write_text(damaged.read_text()[:40])  # truncated mid-write by hand or by a full disk
+    assert report_main([str(sweep_dir)]) == 0  # the other points are readable: the report stands
+    captured = capsys.readouterr()
+    assert f"{damaged} is unreadable" in captured.err and "Traceback" not in captured.err
+    assert "unreadable" in (sweep_dir / "report.md").read_text()
+    rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    assert [r["status"] for r in rows].count("unreadable") == 1 and len(rows) == 4
+    assert status_main([str(sweep_dir)]) == 0 and f"{damaged} is unreadable" in capsys.readouterr().err
+
+    for point in ("0", "2", "3"):
+        (sweep_dir / point / "metrics.json").write_text("{")
+    assert report_main([str(sweep_dir)]) == 2  # nothing readable: that is an error
+    assert "no point of" in capsys.readouterr().err
+    assert status_main([str(sweep_dir)]) == 1
+
+
+def test_in_process_points_reset_the_deterministic_flag_and_are_flagged(tmp_path):
+    """hydra/launcher=basic keeps every point in the sweep's process: what one point turned on must not stay on for
+    the next, and the report must say the points shared a process."""
+    sweep_dir = tmp_path / "s"
+    result = run_cli(
+        "-m",
+        "hydra/launcher=basic",
+        "trainer.deterministic=true,false",
+        "trainer.max_steps=3",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = read_metrics(sweep_dir / "0"), read_metrics(sweep_dir / "1")
+    assert first["deterministic"] is True and second["deterministic"] is False
+    assert first["runs_before_in_process"] == 0 and second["runs_before_in_process"] == 1
+    assert "trained in a process that had trained other points before" in result.stdout
 
 
 def test_report_on_demand_rebuilds_from_the_files(sweep_2x2, capsys):

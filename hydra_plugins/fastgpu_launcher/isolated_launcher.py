@@ -1,0 +1,88 @@
+"""FastGPU's default sweep launcher: Hydra's basic launcher, but every point runs in a process of its own, forked
+from the sweep's process before it trains anything.
+
+In one process, a point inherits what the points before it left: allocator state and a grown heap, dynamo caches,
+threads, deterministic flags, a lifetime peak RSS, W&B's service. Measured 2026-11: the second of two identical
+points ran 24-32% slower. A fork starts each point from the same untouched state at a cost of milliseconds (the
+sweep's process has imported torch but run nothing), where a fresh interpreter costs seconds of imports.
+`hydra/launcher=basic` keeps every point in the sweep's own process; the report then flags the shared process.
+
+Points run one at a time and the sweep waits for each; a signal to the sweep (Ctrl-C, kill, Slurm's) goes on to
+the point, which saves and stops, and the sweep stops with the point's exit code. Import-light: Hydra scans
+hydra_plugins on every start.
+"""
+
+import atexit
+import os
+import pickle
+import signal
+import sys
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class IsolatedLauncher(BasicLauncher):
+    def launch(self, job_overrides, initial_job_idx):
+        return [self._launch_forked(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+
+    def _launch_forked(self, overrides, idx):
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the point
+            os.close(read_end)
+            os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the sweep only, which passes it on exactly once
+            self._run_point(overrides, idx, write_end)
+        os.close(write_end)
+        previous = {
+            signum: signal.signal(signum, lambda signum, _: _forward(pid, signum)) for signum in FORWARDED_SIGNALS
+        }
+        try:
+            with os.fdopen(read_end, "rb") as reader:
+                payload = reader.read()  # until the point closes its end: it has finished
+            _, status = os.waitpid(pid, 0)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        code = os.waitstatus_to_exitcode(status)
+        kind, value = pickle.loads(payload) if payload else ("exit", code or 1)
+        if kind == "exit":  # the point ended the sweep (sys.exit: stopped by a signal, a refusal)
+            sys.exit(value)
+        if kind == "error":
+            raise value
+        return value
+
+    def _run_point(self, overrides, idx, write_end) -> None:
+        """In the forked process: run the point as the basic launcher would, send its JobReturn back, exit."""
+        atexit._clear()  # the sweep's own exit work (releasing its dir lock) stays with the sweep
+        code = 0
+        try:
+            (result,) = BasicLauncher.launch(self, [overrides], idx)
+            payload = ("ok", result)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            payload = ("exit", code)
+        except BaseException as exc:  # noqa: BLE001 - anything the point raised is the sweep's to report
+            code, payload = 1, ("error", exc)
+        try:
+            blob = pickle.dumps(payload)
+        except Exception as exc:  # an unpicklable return value or exception: its text still reaches the sweep
+            blob = pickle.dumps(("error", RuntimeError(f"sweep point {idx}: {payload[1]!r} ({exc})")))
+        with os.fdopen(write_end, "wb") as writer:
+            writer.write(blob)
+        try:
+            atexit._run_exitfuncs()  # the point's own: W&B's teardown, its locks
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
