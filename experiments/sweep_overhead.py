@@ -1,10 +1,11 @@
 """What a sweep costs beyond its training: launcher start-up, per-point set-up (process, W&B run,
-data, model, checkpoint) and the report, for a 4-point sweep, basic launcher vs submitit_local.
+data, model, checkpoint) and the report, for a 4-point sweep: the default launcher (each point forked into its own
+process), Hydra's basic one (every point in the sweep's process) and submitit_local (a fresh interpreter a point).
 
 overhead = wall time of `python -m fastgpu -m ...` - sum over points of (train_time_s + eval_time_s)
 
     python experiments/sweep_overhead.py            # writes experiments/results/sweep_overhead.json
-Target: under 3 s of overhead per point with the basic launcher.
+Target: under 3 s of overhead per point with the default launcher.
 """
 
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["precision=fp32,bf16", "channels_last=false,true", "trainer.epochs=3", "trainer.progress_bar=false"]
 # one point at a time under both launchers, so that training time adds up to wall time
-LAUNCHERS = {"basic": [], "submitit_local": ["hydra/launcher=local"]}
+LAUNCHERS = {"isolated": [], "basic": ["hydra/launcher=basic"], "submitit_local": ["hydra/launcher=local"]}
 
 
 def measure(launcher_args: list) -> dict:

@@ -11,15 +11,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fastgpu.checkpoint import config_fingerprint, resumable
 from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
-from fastgpu.results import CHECKPOINT_FILE, CONFIG_FILE, point_metrics
-from fastgpu.rundir import pop_command_keys
+from fastgpu.preflight import check_data, resume_config
+from fastgpu.results import point_metrics
+from fastgpu.rundir import discard_unused_run_dir, pop_command_keys
 from fastgpu.summary import format_summary
 from fastgpu.sweep import (
     keep_hydra_files,
@@ -57,16 +56,19 @@ def run_point(cfg, hydra_cfg) -> dict:
                 print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
                 return done
         name_sweep_point(cfg, hydra_cfg)
-    elif isinstance(command["resume"], str):
-        out_dir, cfg = resume_target(Path(command["resume"]))
-    elif cfg.logger.wandb.name is None:
-        cfg.logger.wandb.name = run_name(cfg)
     try:
+        if isinstance(command["resume"], str):
+            out_dir, cfg = Path(command["resume"]), resume_config(Path(command["resume"]))
+        elif cfg.logger.wandb.name is None:
+            cfg.logger.wandb.name = run_name(cfg)
         check_ranges(cfg)
+        if multirun:  # a single run was checked before Hydra wrote anything (fastgpu.callbacks.OwnedDirs)
+            check_data(cfg)
         metrics = launch(cfg, out_dir, overwrite=command["overwrite"] is True)
     except FastGPUError as refused:  # a value out of range, a dir not this run's to write: nothing written
         print(f"fastgpu: error: {refused}", file=sys.stderr)
         if not multirun:
+            discard_unused_run_dir(Path(hydra_cfg.runtime.output_dir))
             sys.exit(2)
         return {"status": "failed", "error_type": type(refused).__name__, "error": str(refused)}
     except RunFailed as failure:
@@ -104,31 +106,6 @@ def objectives(metrics: dict, sweeper):
     if isinstance(directions, str) or directions is None or len(directions) < 2:
         return throughput
     return throughput, accuracy
-
-
-def resume_target(run_dir: Path):
-    """`+resume=<run dir>`: that run's own config, continued from its unfinished checkpoint."""
-    if not (run_dir / CONFIG_FILE).exists() or not (run_dir / CHECKPOINT_FILE).exists():
-        print(
-            f"fastgpu: error: +resume={run_dir}: no {CONFIG_FILE} and {CHECKPOINT_FILE} there; pass the dir of an "
-            "interrupted run",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    pop_command_keys(cfg)  # a run saved before +overwrite stopped being stored: it must not apply again
-    try:
-        can_resume = resumable(run_dir / CHECKPOINT_FILE, config_fingerprint(cfg))
-    except FastGPUError as exc:  # a corrupt checkpoint
-        print(f"fastgpu: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if not can_resume:
-        print(
-            f"fastgpu: error: +resume={run_dir}: its checkpoint is complete (the run finished) or from other settings",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    return run_dir, cfg
 
 
 def name_sweep_point(cfg, hydra_cfg) -> None:

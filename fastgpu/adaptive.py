@@ -9,6 +9,7 @@ Torch-free: Hydra imports sweepers on every start.
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -52,16 +53,19 @@ class AdaptiveSweeper(Sweeper):
 
     def run(self, points: list) -> list:
         """Launch `points` (override lists) as the next numbered jobs; each one's metrics with its `job` number
-        (a job that raised instead of returning counts as failed)."""
+        (a job that raised instead of returning counts as failed) and `launch_wall_s`, its share of the launch's
+        wall time on this sweep's clock (process start, data, evaluation and export included)."""
         self.validate_batch_is_legal(points)
+        started = time.perf_counter()
         returns = self.launcher.launch(points, initial_job_idx=self.next_job)
+        wall_share = (time.perf_counter() - started) / max(len(points), 1)
         results = []
         for job, overrides, ret in zip(range(self.next_job, self.next_job + len(points)), points, returns):
             try:
                 metrics = dict(ret.return_value or {})
             except Exception as exc:  # noqa: BLE001 - Hydra re-raises the job's own exception here
                 metrics = {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-            results.append({**metrics, "job": job, "overrides": list(overrides)})
+            results.append({**metrics, "job": job, "overrides": list(overrides), "launch_wall_s": wall_share})
         self.next_job += len(points)
         return results
 

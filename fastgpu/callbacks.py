@@ -13,10 +13,10 @@ class OwnedDirs(Callback):
     lock = None
 
     def on_run_start(self, config, **kwargs) -> None:
-        from fastgpu.config import check_ranges
+        from fastgpu.preflight import check_before_writing
         from fastgpu.rundir import check_run_dir
 
-        _refuse_or_go(check_ranges, config)
+        _refuse_or_go(check_before_writing, config)
         if not isinstance(config.get("resume"), str):  # +resume=<dir> continues that dir, not hydra.run.dir
             _refuse_or_go(
                 check_run_dir, Path(config.hydra.run.dir), config, "hydra.run.dir", config.get("overwrite") is True

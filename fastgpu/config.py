@@ -87,7 +87,7 @@ class TrainerConfig:
     cudnn_benchmark: Optional[bool] = None  # None: on, unless deterministic
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    warmup_steps: int = 5  # excluded from throughput, step-time, data-share and energy figures
+    warmup_steps: int = 5  # optimizer steps excluded from the timed figures (again after a resume in a new process)
     log_every_n_steps: int = 25
     eval_every_n_epochs: int = 1
     target_accuracy: float = 0.95  # for time-to-accuracy
@@ -164,12 +164,15 @@ class Range:
     optional: bool = False
 
     def ok(self, value) -> bool:
+        import math
         import re
 
         if value is None:
             return self.optional
         if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":  # every element
             return all(self.ok(item) for item in value)
+        if isinstance(value, float) and not math.isfinite(value):  # nan and inf are never a setting
+            return False
         if self.choices:
             if isinstance(value, bool) or isinstance(value, int) and any(isinstance(c, bool) for c in self.choices):
                 return any(value is c for c in self.choices)
@@ -264,6 +267,17 @@ RANGES = {
     "trainer.profile_steps": _at_least(1),
     "trainer.memory_limit_mb": _at_least(1, optional=True),
     "optimizer.impl": _one_of("auto", "fused", "foreach", "loop"),
+    # the optimizer's and scheduler's own keys: checked where the chosen one has them
+    "optimizer.lr": Range(low=0, low_open=True),
+    "optimizer.momentum": _between(0, 1, high_open=True),
+    "optimizer.dampening": _between(0, 1),
+    "optimizer.weight_decay": _at_least(0),
+    "optimizer.betas": _between(0, 1, high_open=True),
+    "optimizer.eps": Range(low=0, low_open=True),
+    "scheduler.warmup_steps": _at_least(0),
+    "scheduler.min_lr_ratio": _between(0, 1),
+    "scheduler.max_lr_factor": Range(low=0, low_open=True),
+    "scheduler.pct_start": _between(0, 1, low_open=True, high_open=True),
     "logger.wandb.mode": _one_of("online", "offline", "disabled"),
     "report.accuracy_tolerance": _between(0, 1),
     "report.min_gain": _at_least(0),
@@ -278,8 +292,13 @@ def check_ranges(cfg) -> None:
 
     from fastgpu.errors import FastGPUError
 
+    absent = object()
     for key, valid in RANGES.items():
-        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is absent and key.startswith(("optimizer.", "scheduler.")):  # not a key of the chosen one
+            continue
+        if value is absent:
+            value = None
         if not valid.ok(value):
             raise FastGPUError(f"{key}={value!r} is out of range; use {valid.expected}")
     gradual = cfg.compression.schedule == "gradual"

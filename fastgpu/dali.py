@@ -6,6 +6,7 @@ pipeline runs on CPU operators (what the tests run).
 The same transforms as the DataLoader path: RandomResizedCrop + flip for training, resize to 256/224 of the
 size + centre crop for validation, ImageNet normalisation. Each rank reads its own shard. DALI shuffles with its
 own seeded buffer: a run resumed mid-epoch starts that epoch's order again rather than skipping what it saw.
+An epoch left early is read to its end (DALI cannot reset mid-epoch), outside the timed steps.
 """
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from fastgpu.errors import FastGPUError
 
 
 class DaliBatches:
-    """(images, labels) per batch from a DALI iterator: exactly `len()` batches per epoch, whether or not the
-    last epoch was read to its end (DALI resets only at an epoch's end)."""
+    """(images, labels) per batch from a DALI iterator: exactly `len()` batches per epoch. DALI cannot reset an
+    iterator mid-epoch, so an epoch the loop leaves early (max_steps, an incomplete last accumulation) is read to its
+    end when the loop lets go of it: the next epoch starts at its own start, not among the leftover batches."""
 
     def __init__(self, iterator, batches: int):
         self.iterator, self.batches = iterator, batches
@@ -25,17 +27,22 @@ class DaliBatches:
         return self.batches
 
     def __iter__(self):
-        produced, retried = 0, False
-        while produced < self.batches:
-            try:
-                out = next(self.iterator)
-            except StopIteration:  # the previous epoch was left at its last batch: this is its end
-                if retried or produced:
+        produced, ended = 0, False
+        try:
+            while produced < self.batches:
+                try:
+                    out = next(self.iterator)
+                except StopIteration:
+                    ended = True
                     return
-                retried = True
-                continue
-            produced += 1
-            yield out[0]["x"], out[0]["y"].squeeze(-1).long()
+                produced += 1
+                yield out[0]["x"], out[0]["y"].squeeze(-1).long()
+        finally:
+            while not ended:  # left early: read the rest of DALI's epoch (auto_reset restarts it at its end)
+                try:
+                    next(self.iterator)
+                except StopIteration:
+                    ended = True
 
 
 class DaliEpochs:

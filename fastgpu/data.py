@@ -1,6 +1,7 @@
 """Datasets and loaders: digits (bundled), synthetic, CIFAR-10 and ImageFolder from local paths."""
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,23 +132,56 @@ def _synthetic(cfg, seed):
     return make(cfg.train_samples), make(cfg.val_samples)
 
 
+# data that lives under data.root: (what must be there, what it is)
+ROOTS = {
+    "cifar10": ("cifar-10-batches-py", "the extracted CIFAR-10 python archive"),
+    "imagefolder": ("train", "an ImageNet-style folder with train/<class>/ and val/<class>/"),
+}
+DIGITS_SAMPLES = 1797  # scikit-learn's digits
+
+
 def _require_root(cfg, expected: str, hint: str) -> Path:
     if cfg.root in (None, "", "???"):
         raise FastGPUError(f"data={cfg.name} needs data.root=/path/to/dataset ({hint}); FastGPU never downloads data")
     root = Path(cfg.root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise FastGPUError(f"data.root={cfg.root} is a file; point it at the dataset's folder ({hint})")
     if not (root / expected).exists():
         raise FastGPUError(
             f"data.root={cfg.root}: expected {root / expected} ({hint}); "
             "FastGPU never downloads data, point data.root at a local copy"
         )
+    if cfg.name == "imagefolder" and not (root / "val").exists():
+        raise FastGPUError(f"data.root={cfg.root}: expected {root / 'val'} beside {root / 'train'}")
     return root
+
+
+def known_train_samples(cfg):
+    """The training set's size where it is known without loading it (digits, synthetic), else None."""
+    if cfg.name == "digits":
+        return DIGITS_SAMPLES - math.ceil(cfg.val_fraction * DIGITS_SAMPLES)  # train_test_split's rounding
+    if cfg.name == "synthetic":
+        return cfg.train_samples
+    return None
+
+
+def check_data_source(cfg, ranks: int = 1, accumulate: int = 1) -> None:
+    """Before a run writes anything: the dataset's folder, and a batch that fits the training set on each rank."""
+    if cfg.name in ROOTS:
+        _require_root(cfg, *ROOTS[cfg.name])
+    train = known_train_samples(cfg)
+    if train and cfg.drop_last and cfg.batch_size * accumulate > train // ranks:
+        raise FastGPUError(
+            f"data.batch_size={cfg.batch_size} x trainer.accumulate_grad_batches={accumulate} is larger than the "
+            f"training set on each rank ({train // ranks} of {train} samples over {ranks} rank(s)); lower either"
+        )
 
 
 def _cifar10(cfg, seed):
     from torchvision import datasets
     from torchvision import transforms as T
 
-    root = _require_root(cfg, "cifar-10-batches-py", "the extracted CIFAR-10 python archive")
+    root = _require_root(cfg, *ROOTS["cifar10"])
     normalize = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     val_tf = T.Compose([T.ToTensor(), normalize])
@@ -168,9 +202,7 @@ def imagefolder_transforms(image_size: int):
 
 
 def _imagefolder(cfg, seed):
-    root = _require_root(cfg, "train", "an ImageNet-style folder with train/<class>/ and val/<class>/")
-    if not (root / "val").exists():
-        raise FastGPUError(f"data.root={cfg.root}: expected {root / 'val'} beside {root / 'train'}")
+    root = _require_root(cfg, *ROOTS["imagefolder"])
     train_tf, val_tf = imagefolder_transforms(cfg.image_size)
     train_set, val_set = _image_folder(root / "train", train_tf), _image_folder(root / "val", val_tf)
     if len(train_set.classes) != cfg.num_classes:
@@ -226,6 +258,24 @@ def collate_readable(batch):
 DATASETS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
 
 
+class RankShard(Sampler):
+    """Evaluation's share of one rank: every `world_size`-th sample from `rank`, without DistributedSampler's padding,
+    which repeats samples so that every rank gets as many, and so counts them twice in the summed metrics."""
+
+    def __init__(self, size: int, rank: int, world_size: int):
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _val_sampler(dataset, rank, world_size):
+    return RankShard(len(dataset), rank, world_size) if world_size > 1 else SequentialSampler(dataset)
+
+
 def _sampler(dataset, shuffle, seed, rank, world_size, drop_last=False):
     if world_size > 1:
         sampler = DistributedSampler(
@@ -253,7 +303,7 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
     # In-memory tensors are indexed a whole batch at a time (one gather instead of
     # batch_size __getitem__ calls and a collate), as a hand-tuned plain loop would.
     train_sampler = _sampler(train_set, True, seed, rank, world_size)
-    val_sampler = _sampler(val_set, False, seed, rank, world_size)
+    val_sampler = _val_sampler(val_set, rank, world_size)
     if train_set.tensors[0].device.type == "cuda":
         return DataBundle(
             DeviceBatches(train_set, train_sampler, cfg.batch_size, cfg.drop_last),
@@ -294,7 +344,7 @@ class DeviceBatches:
 
 def _item_loaders(cfg, train_set: Dataset, val_set: Dataset, seed, rank, world_size, device):
     train_sampler = _sampler(train_set, True, seed, rank, world_size, drop_last=cfg.drop_last)
-    val_sampler = _sampler(val_set, False, seed, rank, world_size)
+    val_sampler = _val_sampler(val_set, rank, world_size)
     kwargs = _loader_kwargs(cfg, device)
     if isinstance(train_set, CheckedImages):
         kwargs["collate_fn"] = collate_readable

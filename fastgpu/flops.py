@@ -26,14 +26,38 @@ PEAK_TFLOPS = {
 
 
 def training_flops_per_sample(model: torch.nn.Module, sample_shape, batch: int = 2) -> float:
-    """Forward + backward FLOPs of one sample (a `batch` of samples counted, divided by `batch`)."""
-    meta = copy.deepcopy(model).to("meta")
+    """Forward + backward FLOPs of one sample (a `batch` of samples counted, divided by `batch`): the model's own
+    FLOPs, as MFU counts them (PaLM's appendix B), so activation checkpointing's recomputation is left out."""
+    meta = _without_recomputation(copy.deepcopy(model).to("meta"))
     meta.train()
     x = torch.empty((batch, *sample_shape), device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
         meta(x).float().sum().backward()
     return counter.get_total_flops() / batch
+
+
+def counted_flops_per_sample(model: torch.nn.Module, sample_shape) -> tuple:
+    """(FLOPs per sample, None), or (None, why not) for a model that cannot run on the meta device or be counted:
+    a secondary figure never fails the run."""
+    try:
+        return training_flops_per_sample(model, sample_shape), None
+    except Exception as exc:  # a data-dependent op, a custom kernel without a meta implementation, ...
+        from fastgpu.errors import described
+
+        return None, f"FLOPs not counted: {described(exc, 160)}"
+
+
+def _without_recomputation(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every activation-checkpointing wrapper replaced by the block it wraps."""
+    from fastgpu.models import Checkpointed
+
+    for name, child in list(model.named_children()):
+        if isinstance(child, Checkpointed):
+            setattr(model, name, _without_recomputation(child.block))
+        else:
+            _without_recomputation(child)
+    return model
 
 
 def peak_tflops(device_name: str, precision: str) -> tuple:
@@ -53,11 +77,12 @@ def mfu_figures(
     device_name: str,
     precision: str,
     world_size: int,
+    flops_unavailable: Optional[str] = None,
 ) -> dict:
     """flops_per_sample, achieved_tflops (all ranks together) and mfu (or mfu_unavailable: why not)."""
     out = {"flops_per_sample": flops_per_sample, "achieved_tflops": None, "mfu": None}
     if flops_per_sample is None or not throughput:
-        out["mfu_unavailable"] = "no FLOP count or no steady throughput"
+        out["mfu_unavailable"] = flops_unavailable or "no FLOP count or no steady throughput"
         return out
     out["achieved_tflops"] = flops_per_sample * throughput / 1e12
     if device_type != "cuda":

@@ -50,6 +50,7 @@ class HalvingSweeper(AdaptiveSweeper):
                 result["grid_index"] = index
             if baseline is None:
                 baseline = self._baseline(grid, results)
+                self.warn_if_short(results, budget)
             rungs.append({"rung": rung, "max_steps": None if final else budget, "points": results})
             if final:
                 for result in results:
@@ -79,15 +80,12 @@ class HalvingSweeper(AdaptiveSweeper):
         baseline: the point the full grid would recommend is then trained, even if a faster one loses accuracy."""
         last = rungs[-1]["points"]
         base = next((r for r in last if r["grid_index"] == baseline), None)
-        if base is None or base.get("status") != "ok" or base.get("accuracy") is None:
+        if base is None or base.get("status") != "ok" or base.get("accuracy") is None or len(rungs) < 2:
             return
         floor = base["accuracy"] - self.config.report.accuracy_tolerance
-        latest = {}
-        for rung in rungs[:-1]:
-            for result in rung["points"]:
-                latest[result["grid_index"]] = result
+        # only points that ran the rung before the last: no point skips a rung
         trained = {r["grid_index"] for r in last}
-        reserve = sorted((r for i, r in latest.items() if i not in trained), key=speed, reverse=True)
+        reserve = sorted((r for r in rungs[-2]["points"] if r["grid_index"] not in trained), key=speed, reverse=True)
         for _ in range(self.guard_points):
             kept = [r for r in last if r is not base and speed(r) > speed(base) and (r.get("accuracy") or 0) >= floor]
             if kept or not reserve or speed(reserve[0]) <= speed(base):
@@ -97,6 +95,22 @@ class HalvingSweeper(AdaptiveSweeper):
             (result,) = self.run([self.rung_point(grid[candidate["grid_index"]], rungs[-1]["rung"], None)])
             result.update(grid_index=candidate["grid_index"], decision="final", guard=True)
             last.append(result)
+
+    def warn_if_short(self, results: list, probe: int) -> None:
+        """Halving pays each point's fixed cost (start-up, data, evaluation, export) again in every rung: it is
+        cheaper than the grid only when the full budget is many probes long. Say so when it is under 10x."""
+        trainer = self.config.trainer
+        per_epoch = max((r.get("steps_per_epoch") or 0 for r in results), default=0)
+        full = trainer.max_steps or trainer.epochs * per_epoch
+        if full and full < 10 * probe:
+            import sys
+
+            print(
+                f"fastgpu: warning: halving: the full budget ({full} steps) is only {full / probe:.1f}x the probe "
+                f"({probe} steps, warm-up included); below 10x, halving can cost more than running the whole grid "
+                "(drop hydra/sweeper=halving, or lower hydra.sweeper.probe_steps)",
+                file=sys.stderr,
+            )
 
     def rung_point(self, point: list, rung: int, budget) -> list:
         """A grid point's overrides for a rung: its budget (none in the last rung: the run's own), log steps
@@ -118,6 +132,7 @@ class HalvingSweeper(AdaptiveSweeper):
             "final_points": self.final_points,
             "grid_points": len(grid),
             "baseline": grid[baseline] if baseline is not None else None,
+            "baseline_index": baseline,
             "rungs": [{**r, "points": [_brief(p) for p in r["points"]]} for r in rungs],
             **(cost(rungs, len(grid)) if done else {}),
         }
@@ -143,8 +158,14 @@ def _brief(result: dict) -> dict:
         "steps",
         "world_size",
         "error",
+        "launch_wall_s",
     )
     return {**{k: result.get(k) for k in keys}, "wall_s": wall_seconds(result)}
+
+
+def _wall(result: dict) -> float:
+    """A run's share of its launch's wall time, else (a ledger written before it was recorded) its training span."""
+    return result.get("launch_wall_s") or wall_seconds(result) or 0.0
 
 
 def wall_seconds(result: dict):
@@ -157,28 +178,35 @@ def wall_seconds(result: dict):
 
 
 def cost(rungs: list, grid_points: int) -> dict:
-    """Device time and steps the search spent, against the full grid: each point stopped early is estimated by
-    scaling its last run's wall time and steps to the full budget (the final rung's steps)."""
+    """Device time and steps the search spent, against an estimate of the full grid's.
+
+    Spent: every run's share of its launch's wall time on the sweep's clock (start-up, data, evaluation and export
+    included), times its devices. The grid: a point trained to the end costs what it cost; a point stopped early
+    costs its last run plus the training steps it did not take (at its own measured time per step) and the
+    evaluations the final points made beyond its own. Fixed costs are paid once per run, so many short rungs can
+    cost more than the grid; `experiments/search_benchmark.py` measures both on one machine."""
     final = [p for p in rungs[-1]["points"] if p.get("status") == "ok" and p.get("steps")]
     if not final:
         return {"sweep_cost_saved": None}
     full_steps = max(p["steps"] for p in final)
+    full_eval_s = sum(p.get("eval_time_s") or 0.0 for p in final) / len(final)
     last_run = {}
     spent_s = spent_steps = 0.0
     for rung in rungs:
         for p in rung["points"]:
-            devices = p.get("world_size") or 1
-            seconds = wall_seconds(p)
-            spent_s += (seconds or 0.0) * devices
+            spent_s += _wall(p) * (p.get("world_size") or 1)
             spent_steps += p.get("steps") or 0
             last_run[p["grid_index"]] = p
-    grid_s = 0.0
+    grid_s, measured = 0.0, 0
     for p in last_run.values():
-        seconds, steps = wall_seconds(p), p.get("steps")
-        if seconds and steps:
-            grid_s += seconds * (p.get("world_size") or 1) * full_steps / steps
-    unmeasured = grid_points - len([p for p in last_run.values() if wall_seconds(p) and p.get("steps")])
-    grid_s += unmeasured * (grid_s / max(grid_points - unmeasured, 1))  # failed points: the mean estimate
+        steps, train_s = p.get("steps"), p.get("train_time_s")
+        if not (_wall(p) and steps and train_s):
+            continue
+        missing_steps = max(full_steps - steps, 0)
+        missing_eval = max(full_eval_s - (p.get("eval_time_s") or 0.0), 0.0) if missing_steps else 0.0
+        grid_s += (_wall(p) + train_s / steps * missing_steps + missing_eval) * (p.get("world_size") or 1)
+        measured += 1
+    grid_s += (grid_points - measured) * (grid_s / max(measured, 1))  # failed points: the mean estimate
     return {
         "device_hours_spent": spent_s / 3600,
         "device_hours_full_grid": grid_s / 3600,

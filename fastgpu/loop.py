@@ -53,6 +53,7 @@ def fit(job, p, meter, recorder, preemption) -> None:
             if log_step or periodic or preemption.requested or job.pruner is not None:
                 with meter.sync_allowed():
                     _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, periodic, bar)
+                meter.loader_wait()  # that work is the step's time, not time spent waiting for data
             if p.step >= job.total_steps or p.batch_in_epoch >= batches_per_epoch:
                 break
         epoch_energy = meter.epoch_end()

@@ -50,6 +50,7 @@ class MaxBatchSweeper(AdaptiveSweeper):
                     "status": result.get("status"),
                     "throughput": result.get("throughput"),
                     "peak_memory_mb": result.get("peak_mem_allocated_mb") or result.get("peak_rss_mb"),
+                    "memory_growth_mb": result.get("peak_mem_allocated_mb") or result.get("rss_growth_mb"),
                     "error": result.get("error"),
                 }
             )
@@ -81,7 +82,9 @@ class MaxBatchSweeper(AdaptiveSweeper):
             "setting": point,
             "max_batch_size": fits or None,
             "smallest_oom": too_big,
-            "hit_limit": too_big is None and failure is None,
+            "hit_limit": too_big is None and failure is None,  # every size up to hydra.sweeper.limit fit
+            "stopped_by": "out_of_memory" if too_big else "size_limit" if failure is None else "failure",
+            "memory_limit_mb": self.config.trainer.memory_limit_mb,
             "failure": failure,
             "probes": probes,
         }

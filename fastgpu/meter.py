@@ -1,13 +1,14 @@
 """What one rank measures while it trains, each figure over a defined window.
 
 Windows (the same on every device):
-- step time, throughput, data share: the steps after the first `warmup_steps` (the *steady* steps);
+- step time, throughput, data share: the steps after the first `warmup_steps` loader batches, and after the first
+  `warmup_steps` again where a run resumed in a new process (recompilation, autotuning): the *steady* steps;
 - energy, mean power and utilisation: the wall time those steady steps ran in (from the end of warm-up,
   or an epoch's start, to the epoch's end; evaluation and warm-up/compilation excluded), read after a
   device synchronisation; warm-up's own energy is `warmup_energy_j`;
-- data share: the part of each steady step between the previous step's end and the moment its batch
-  is on the device, on the device's own timeline (CUDA events; host clock on CPU). Resident data reads
-  ~0, a loader the device waits for reads high.
+- data share: the part of each steady step between the previous step's end (or the end of the loop's work after
+  it: a log step, a checkpoint, gradual pruning) and the moment its batch is on the device, on the device's own
+  timeline (CUDA events; host clock on CPU). Resident data reads ~0, a loader the device waits for reads high;
 
 Nothing here reads the device per step: on CUDA each step records two events into the stream, and the
 events are read at log steps and epoch ends (`collect`), where the loop reads the loss too.
@@ -39,7 +40,9 @@ class MeterState:
     warmup_energy: Optional[float] = None
     steady_energy: Optional[float] = None
     steady_wall: float = 0.0
-    steady_windows: list = field(default_factory=list)  # [start, end] in the monitor's clock (seconds)
+    # [start, end] in this process's monitor clock (seconds); a resumed run starts a new list (a new clock)
+    steady_windows: list = field(default_factory=list)
+    warmup_ranges: list = field(default_factory=list)  # [first, last) step indices excluded as warm-up
 
 
 class RunMeter:
@@ -58,6 +61,8 @@ class RunMeter:
         self.clock = StepClock(device, now)
         self.state = MeterState()
         self.steps_done = 0
+        self._warm_until = warmup_steps
+        self.state.warmup_ranges.append([0, warmup_steps])
         if sync_debug not in SYNC_DEBUG_MODES:
             raise FastGPUError(
                 f"trainer.sync_debug={sync_debug!r} is not known; use one of {', '.join(SYNC_DEBUG_MODES)}"
@@ -84,8 +89,12 @@ class RunMeter:
         self.steps_done += 1
         if self.profiler is not None:
             self.profiler.step()
-        if self.steps_done == self.warmup_steps:
+        if self.steps_done == self._warm_until:
             self._warmup_done()
+
+    def loader_wait(self) -> None:
+        """The loop's own work between steps is done: from here the next step waits for its batch."""
+        self.clock.loader_wait()
 
     def collect(self) -> list:
         """Read the step clock (a sync on CUDA; call at log steps). Returns the new step durations."""
@@ -123,10 +132,10 @@ class RunMeter:
         synchronize(self.device)
         self._epoch_started = self.now()
         self._epoch_energy = self._energy()
-        steady = self.steps_done >= self.warmup_steps
+        steady = self.steps_done >= self._warm_until
         self._open_window("steady" if steady else "warmup")
         self.clock.start()
-        if steady:  # no warm-up left (warmup_steps=0, a resumed run): check from the first step
+        if steady:  # no warm-up left (warmup_steps=0): check from the first step
             self._arm()
 
     def _warmup_done(self) -> None:
@@ -185,8 +194,17 @@ class RunMeter:
         return asdict(self.state)
 
     def load_state_dict(self, state: dict) -> None:
-        self.state = MeterState(**state)
+        """Continue a saved run's figures in this new process: its first `warmup_steps` are warm-up again (the
+        compile, autotuning and caches of the old process are gone), and only this process's windows are matched
+        against this process's resource samples."""
+        self.state = MeterState(**{"warmup_ranges": [[0, self.warmup_steps]], **state})
         self.steps_done = len(self.state.step_times)
+        self._warm_until = self.steps_done + self.warmup_steps
+        self.state.warmup_ranges.append([self.steps_done, self._warm_until])
+        self.state.steady_windows = []
+
+    def _is_warmup(self, index: int) -> bool:
+        return any(first <= index < last for first, last in self.state.warmup_ranges)
 
     def summary(self, world_size: int, reduce, samples: list, log_every: int) -> dict:
         """The run's figures, reduced over ranks with `reduce(values, op)` (sum/max; a collective).
@@ -195,10 +213,15 @@ class RunMeter:
         the slowest rank's time in each interval), with a 95% bootstrap interval and the rates' CV."""
         self.close()
         s = self.state
-        warmup = min(self.warmup_steps, max(len(s.step_times) - 1, 0))
-        steady, steady_data = s.step_times[warmup:], s.data_times[warmup:]
+        warm = [self._is_warmup(i) for i in range(len(s.step_times))]
+        if all(warm) and warm:  # a run shorter than its warm-up: its last step is timed, so there is a figure
+            warm[-1] = False
+        steady = [t for t, w in zip(s.step_times, warm) if not w]
+        steady_data = [t for t, w in zip(s.data_times, warm) if not w]
+        steady_samples = [n for n, w in zip(s.step_samples, warm) if not w]
+        warmup = sum(warm)
         seconds = sum(steady)
-        interval_samples, interval_seconds = intervals(steady, s.step_samples[warmup : len(s.step_times)], log_every)
+        interval_samples, interval_seconds = intervals(steady, steady_samples, log_every)
         interval_samples = reduce(interval_samples, "sum")
         interval_seconds = reduce(interval_seconds, "max")
         rates = [n / t for n, t in zip(interval_samples, interval_seconds) if t > 0]
@@ -222,7 +245,7 @@ class RunMeter:
             "step_time_p90_ms": 1e3 * percentile(steady, 0.9),
             "data_time_share": sum(steady_data) / seconds if seconds > 0 else None,
             "warmup_steps": warmup,
-            "warmup_time_s": sum(s.step_times[:warmup]),
+            "warmup_time_s": sum(t for t, w in zip(s.step_times, warm) if w),
             "train_time_s": sum(s.step_times),
             "epoch_time_s": percentile(s.epoch_times, 0.5),
             "eval_time_s": s.eval_time,

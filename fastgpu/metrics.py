@@ -76,9 +76,13 @@ def memory_limit(limit_mb, device: torch.device):
         resource.setrlimit(resource.RLIMIT_AS, before)
 
 
+_window_start_rss_mb = 0.0
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start the peak-memory window: CUDA's peak statistics, and the process's peak RSS (Linux resets VmHWM on
     writing 5 to clear_refs), so a point's peak is its own even after earlier points in the same process."""
+    global _window_start_rss_mb
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -86,6 +90,7 @@ def reset_peak_memory(device: torch.device) -> None:
             file.write("5")
     except OSError:  # not Linux, or not permitted: peak_rss_mb falls back to the process's lifetime maximum
         pass
+    _window_start_rss_mb = psutil.Process().memory_info().rss / 2**20
 
 
 def _peak_rss_mb() -> float:
@@ -102,7 +107,9 @@ def _peak_rss_mb() -> float:
 
 def peak_memory(device: torch.device) -> dict:
     """Peak memory since reset_peak_memory: RSS, and on CUDA the caching allocator's allocated and reserved bytes."""
-    stats = {"peak_rss_mb": _peak_rss_mb()}
+    peak_rss = _peak_rss_mb()
+    # what training added to the process (trainer.memory_limit_mb caps this on CPU): comparable across launchers
+    stats = {"peak_rss_mb": peak_rss, "rss_growth_mb": max(peak_rss - _window_start_rss_mb, 0.0)}
     if device.type == "cuda":
         stats["peak_mem_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         stats["peak_mem_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20

@@ -36,8 +36,17 @@ def external_launcher_env() -> Optional[DistEnv]:
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]))
+    tasks = int(env.get("SLURM_NTASKS", "1"))
+    if tasks > 1 and "SLURM_PROCID" in env:
+        if "SLURM_STEP_ID" not in env:  # the batch script itself: one process, whatever --ntasks asked for
+            from fastgpu.errors import FastGPUError
+
+            raise FastGPUError(
+                f"this Slurm job has {tasks} tasks but FastGPU was started without srun, so one process would wait "
+                f"for {tasks - 1} ranks that never start; run `srun python -m fastgpu ...` in the batch script, "
+                "or submit with --ntasks=1"
+            )
+        return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), tasks)
     return None
 
 

@@ -301,6 +301,11 @@ def max_batch_section(ledger) -> list:
             answer = f"every size up to {search['max_batch_size']} fit (raise hydra.sweeper.limit to look further)"
         else:
             answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
+        cap, grown = search.get("memory_limit_mb"), [p.get("memory_growth_mb") or 0 for p in search["probes"]]
+        if cap and not search.get("smallest_oom"):
+            answer += (
+                f"; memory never limited it: the most a probe added was {max(grown):,.0f} MB of the {cap:,.0f} MB cap"
+            )
         lines += [f"`{setting}`: {answer}", "", "| batch | status | samples/s | peak MB |", "|---|---|---|---|"]
         for p in sorted(search["probes"], key=lambda p: p["batch_size"]):
             speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
@@ -310,11 +315,23 @@ def max_batch_section(ledger) -> list:
     return lines
 
 
+def _rung_size(rung: dict, baseline_index) -> str:
+    """'6', or after rung 1 '2 + baseline' / '1 + baseline + 2 accuracy guard': the winners eta and final_points
+    chose, and the points kept for another reason."""
+    points = rung["points"]
+    if rung["rung"] == 1 or baseline_index is None:
+        return str(len(points))
+    guard = sum(1 for p in points if p.get("guard"))
+    has_base = any(p.get("grid_index") == baseline_index for p in points)
+    size = f"{len(points) - guard - has_base}" + (" + baseline" if has_base else "")
+    return size + (f" + {guard} accuracy guard" if guard else "")
+
+
 def rung_section(ledger, rows: list) -> list:
     if not ledger:
         return []
     names = {r["point"]: r["name"] for r in rows}
-    sizes = " -> ".join(str(len(r["points"])) for r in ledger["rungs"])
+    sizes = " -> ".join(_rung_size(r, ledger.get("baseline_index")) for r in ledger["rungs"])
     lines = [
         f"## Successive halving: eta={ledger['eta']}, probe {ledger['probe_steps']} steps, {sizes} points",
         "",
@@ -334,10 +351,11 @@ def rung_section(ledger, rows: list) -> list:
     if ledger.get("sweep_cost_saved") is not None:
         lines += [
             "",
-            f"Search cost: {ledger['device_hours_spent']:.3f} device-hours against an estimated "
-            f"{ledger['device_hours_full_grid']:.3f} for the full grid (sweep_cost_saved "
-            f"{ledger['sweep_cost_saved']:.0%}); {ledger['steps_spent']:,} steps against "
-            f"{ledger['steps_full_grid']:,}. The recommendation is made among the points that trained to the end.",
+            f"Search cost: {ledger['device_hours_spent']:.3f} device-hours measured (every run's start-up, data, "
+            f"evaluation and export included) against an estimated {ledger['device_hours_full_grid']:.3f} for the "
+            f"full grid (sweep_cost_saved {ledger['sweep_cost_saved']:.0%}); {ledger['steps_spent']:,} steps "
+            f"against {ledger['steps_full_grid']:,}. The recommendation is made among the points that trained to "
+            "the end.",
         ]
     return lines + [""]
 

@@ -19,7 +19,7 @@ from fastgpu.config import compile_mode
 from fastgpu.data import build_data
 from fastgpu.errors import FastGPUError
 from fastgpu.finalize import compress_and_deploy
-from fastgpu.flops import mfu_figures, training_flops_per_sample
+from fastgpu.flops import counted_flops_per_sample, mfu_figures
 from fastgpu.loop import fit
 from fastgpu.meter import RunMeter
 from fastgpu.models import build_model, model_stats
@@ -66,6 +66,7 @@ class Job:
     metrics: object  # the evaluation metrics (metrics.ClassificationMetrics)
     stats: dict  # parameter count and size of the bare model
     flops_per_sample: object = None  # forward + backward FLOPs of one training sample (main rank only)
+    flops_unavailable: object = None  # why there is no FLOP count
 
     @property
     def scaler(self):
@@ -90,10 +91,13 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     tcfg = cfg.trainer
     monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
     recorder = Recorder(cfg, out_dir, env.is_main, monitor)
-    warmup_steps, profiler = tcfg.warmup_steps, None
+    # the meter and the profiler count loader batches; warmup_steps and profile_steps are optimizer steps, like
+    # max_steps and log_every_n_steps
+    batches = tcfg.accumulate_grad_batches
+    warmup_steps, profiler = tcfg.warmup_steps * batches, None
     if tcfg.profile and env.is_main:  # the profiled steps are warm-up for the meter: its overhead is never timed
-        profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps)
-        warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps)
+        profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps * batches)
+        warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps * batches)
     meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler)
     p = recorder.open(job, meter)
     M.reset_peak_memory(job.device)
@@ -123,6 +127,7 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
             metrics["device_name"],
             job.precision.name,
             env.world_size,
+            job.flops_unavailable,
         )
     )
     if profiler is not None:
@@ -153,7 +158,8 @@ def build(cfg, env: DistEnv) -> Job:
     bare = build_model(cfg.model, cfg.data)
     stats = model_stats(bare)
     sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    flops = training_flops_per_sample(bare, sample_shape) if env.is_main else None  # the model as built, on meta
+    # the model as built, on meta; None (with the reason) where it cannot be counted
+    flops, flops_unavailable = counted_flops_per_sample(bare, sample_shape) if env.is_main else (None, None)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
     bare = convert_for_precision(precision, bare)
@@ -192,6 +198,7 @@ def build(cfg, env: DistEnv) -> Job:
         metrics=M.eval_metrics(cfg.data.num_classes, device),
         stats=stats,
         flops_per_sample=flops,
+        flops_unavailable=flops_unavailable,
     )
 
 
@@ -224,6 +231,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         **memory,
         **job.stats,
         "steps": p.step,
+        "steps_per_epoch": job.steps_per_epoch,
         "epochs": p.epoch + 1,
         "data": cfg.data.name,
         "data_loader": cfg.data.loader,

@@ -116,6 +116,30 @@ def requeued_attempt() -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
+HYDRA_FILES = {".hydra", "__main__.log"}  # what Hydra writes into a run dir before the task starts
+
+
+def discard_unused_run_dir(out_dir: Path) -> None:
+    """A command refused after Hydra made its run dir leaves nothing behind: remove the dir (and an emptied parent,
+    outputs/DATE) when it holds only Hydra's own files, all written by this process."""
+    import shutil
+
+    import psutil
+
+    out_dir = Path(out_dir)
+    try:
+        started = psutil.Process().create_time()
+        entries = list(out_dir.iterdir())
+        if {p.name for p in entries} - HYDRA_FILES or not all(
+            p.stat().st_mtime >= started for p in [*entries, *out_dir.glob(".hydra/*")]
+        ):
+            return
+        shutil.rmtree(out_dir)
+        out_dir.parent.rmdir()  # only if empty
+    except OSError:
+        pass
+
+
 def check_run_dir(out_dir: Path, cfg, key: str = "hydra.run.dir", overwrite: bool = False) -> None:
     """Refuse a dir another process writes, a finished run (unless `overwrite`, the command's +overwrite=true), and
     an interrupted run of other settings. With `overwrite` the earlier run's results are removed first."""

@@ -1,6 +1,7 @@
 """Weights & Biases: one run per training job, online, offline (default) or disabled."""
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -8,12 +9,35 @@ from omegaconf import OmegaConf
 from fastgpu.figures import wandb_summaries
 
 MODES = ("online", "offline", "disabled")
+# online: how long wandb.init may try to reach the server before the run logs offline instead (W&B's default: 90 s)
+INIT_TIMEOUT_S = 10
+
+
+def open_run(mode: str, **init_kwargs):
+    """wandb.init in `mode`; online with no API key or no reachable server becomes offline, with one warning that
+    names the `wandb sync` command to upload it later. W&B never stops or stalls training."""
+    import wandb
+
+    if mode != "online":
+        return wandb.init(mode=mode, settings=wandb.Settings(quiet=True), **init_kwargs)
+    try:
+        return wandb.init(
+            mode="online", settings=wandb.Settings(quiet=True, init_timeout=INIT_TIMEOUT_S), **init_kwargs
+        )
+    except Exception as exc:  # UsageError (no key), CommError (no network, a refused key), a timeout
+        from fastgpu.errors import described
+
+        run = wandb.init(mode="offline", settings=wandb.Settings(quiet=True), **init_kwargs)
+        print(
+            f"fastgpu: warning: W&B online failed ({described(exc, 160)}); logging offline instead: upload it later "
+            f"with `wandb sync {run.settings.sync_dir}` (or set logger.wandb.mode=offline)",
+            file=sys.stderr,
+        )
+        return run
 
 
 class WandbLogger:
     def __init__(self, cfg, out_dir: Path, resume_id=None):
-        import wandb
-
         from fastgpu.errors import FastGPUError
 
         wcfg = cfg.logger.wandb
@@ -21,7 +45,8 @@ class WandbLogger:
         mode = os.environ.get("WANDB_MODE") or wcfg.mode
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
-        self.run = wandb.init(
+        self.run = open_run(
+            mode,
             project=wcfg.project,
             entity=wcfg.entity,
             group=wcfg.group,
@@ -30,10 +55,8 @@ class WandbLogger:
             tags=list(wcfg.tags),
             notes=wcfg.notes,
             dir=str(out_dir),
-            mode=mode,
             config=OmegaConf.to_container(cfg, resolve=True),
             reinit="finish_previous",
-            settings=wandb.Settings(quiet=True),
             id=resume_id,
             resume="allow" if resume_id else None,
         )
@@ -94,16 +117,15 @@ def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:
     mode = os.environ.get("WANDB_MODE") or wcfg.mode
     if mode == "disabled":
         return
-    run = wandb.init(
+    run = open_run(
+        mode,
         project=wcfg.project,
         entity=wcfg.entity,
         group=group,
         job_type="sweep-report",
         name=f"report-{group}",
         dir=str(sweep_dir),
-        mode=mode,
         reinit="finish_previous",
-        settings=wandb.Settings(quiet=True),
         config={"sweep_dir": str(sweep_dir)},
     )
     columns = COLUMNS + ["baseline"]

@@ -30,6 +30,24 @@ def test_defaults_are_the_documented_job():
     assert cfg.logger.wandb.mode == "offline"
 
 
+def test_help_is_fastgpus_own():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for words in (
+        "-m precision=fp32,bf16",
+        "+resume=RUN_DIR",
+        "+overwrite=true",
+        "python -m fastgpu.report",
+        "python -m fastgpu.status",
+        "hydra/sweeper=halving",
+        "outputs/multirun/DATE/TIME",
+        "model: mlp, resnet18, resnet50, small_cnn",
+        "experiment: autotune",
+    ):
+        assert words in result.stdout, words
+    assert "powered by Hydra" not in result.stdout and "trainer:\n  epochs" not in result.stdout  # no config dump
+
+
 def test_cfg_job_prints_composed_config():
     result = run_cli("--cfg", "job", "precision=bf16", "trainer.epochs=3")
     assert result.returncode == 0, result.stderr

@@ -111,18 +111,23 @@ def test_every_number_in_the_schema_has_a_range():
 
 
 @pytest.mark.parametrize(
-    "override, words",
+    "overrides, words",
     [
-        ("data.batch_size=0", ["data.batch_size=0", ">= 1"]),
-        ("data.batch_size=-5", ["data.batch_size=-5"]),
-        ("trainer.max_steps=0", ["trainer.max_steps=0"]),
-        ("trainer.device=tpu", ["trainer.device='tpu'", "cuda:N"]),
+        (["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),  # was a 71-line traceback
+        (["optimizer.momentum=2"], ["optimizer.momentum=2", "[0, 1)"]),  # was accepted, then diverged
+        (["trainer.device=tpu"], ["trainer.device='tpu'", "cuda:N"]),
+        (["data=imagefolder", "data.root=pyproject.toml"], ["is a file", "folder"]),  # wrote a run dir
+        (["data.batch_size=5000"], ["larger than the training set", "1437 of 1437"]),
+        (["+resume=does/not/exist"], ["+resume=does/not/exist", "interrupted run"]),  # left outputs/DATE/TIME
     ],
 )
-def test_a_value_out_of_range_is_one_line_before_anything_is_written(tmp_path, override, words):
-    result = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", env=QUIET)
-    assert_refused(result, *words, "out of range")
-    assert not (tmp_path / "run").exists()
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, overrides, words):
+    """Refused before Hydra writes its run dir: nothing appears where the run would have gone (outputs/ by
+    default, relative to where the command runs) and no W&B run starts."""
+    shutil.copy(REPO / "pyproject.toml", tmp_path)  # a file where a folder belongs
+    result = run_cli(*overrides, cwd=tmp_path, env=QUIET)
+    assert_refused(result, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml"]
 
 
 # -- run and sweep dirs ------------------------------------------------------------------------------------------
@@ -406,3 +411,47 @@ def test_an_empty_image_folder_is_one_line(tmp_path, layout):
             (root / split / "class_0").mkdir()
     result = run_cli(*IMAGES, f"data.root={root}", f"hydra.run.dir={tmp_path / 'run'}", env=QUIET)
     assert_refused(result, str(root / "train"), "one folder per class")
+
+
+# -- W&B unreachable -------------------------------------------------------------------------------------------
+
+
+def test_wandb_online_without_a_key_logs_offline_with_one_warning(tmp_path, monkeypatch):
+    from fastgpu.wandb_logger import open_run
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key anywhere
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # should it try anyway: a closed port, nothing sent
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run = open_run("online", project="fastgpu-test", dir=str(tmp_path))
+    try:
+        assert run.settings.mode == "offline"
+    finally:
+        run.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_online_with_no_network_falls_back_offline_and_the_run_trains(tmp_path):
+    """A key and no reachable server: W&B's init gives up after INIT_TIMEOUT_S (not its default 90 s plus a
+    CommError that ended the run), the run logs offline and says how to upload it."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env.update(
+        WANDB_API_KEY="0123456789abcdef0123456789abcdef01234567",
+        WANDB_BASE_URL="http://127.0.0.1:9",  # a closed loopback port: unreachable, and no traffic leaves
+        HOME=str(tmp_path),
+    )
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastgpu", *SMALL, "trainer.max_steps=3", "logger.wandb.mode=online"]
+        + [f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if "W&B online failed" in line]
+    assert len(warnings) == 1 and "wandb sync " in warnings[0] and "offline-run-" in warnings[0], result.stderr
+    assert read_metrics(run_dir)["status"] == "ok"
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1

@@ -130,6 +130,29 @@ def test_flop_count_of_a_known_mlp_equals_the_hand_count():
     assert model[1].weight.device.type == "cpu" and model[1].weight.grad is None  # counted on a meta copy
 
 
+def test_flops_leave_out_recomputation_and_a_model_that_cannot_be_counted_costs_only_the_figure():
+    from fastgpu.flops import counted_flops_per_sample
+    from fastgpu.models import build_model
+
+    data = compose_cfg().data
+    plain = build_model(compose_cfg().model, data)
+    checkpointed = build_model(compose_cfg("model.activation_checkpointing=true").model, data)
+    assert training_flops_per_sample(checkpointed, (1, 8, 8)) == training_flops_per_sample(plain, (1, 8, 8))
+
+    class DataDependent(torch.nn.Module):  # .item() has no meaning on the meta device
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1)) * x.abs().max().item()
+
+    flops, why = counted_flops_per_sample(DataDependent(), (1, 8, 8))
+    assert flops is None and why.startswith("FLOPs not counted: ")
+    out = mfu_figures(flops, 100.0, "cuda", "NVIDIA H100 80GB HBM3", "bf16", 1, why)
+    assert out["mfu"] is None and out["mfu_unavailable"] == why
+
+
 def test_mfu_against_the_peak_table():
     flops, throughput = 24.3e9, 7000.0
     h100 = mfu_figures(flops, throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=1)
@@ -224,6 +247,10 @@ def test_the_dali_cpu_pipeline_reads_the_folder_as_torch_does_and_trains(tmp_pat
     dali = build_data(compose_cfg(*base, "data.loader=dali").data, 0, 0, 1, torch.device("cpu"))
     torch_data = build_data(compose_cfg(*base).data, 0, 0, 1, torch.device("cpu"))
     assert len(dali.train) == len(torch_data.train) == 6 and sum(1 for _ in dali.train) == 6
+    for i, _ in enumerate(dali.train):  # an epoch the loop leaves early (max_steps, accumulation)...
+        if i == 1:
+            break
+    assert sum(1 for _ in dali.train) == 6  # ...does not shorten the next one to its leftover batches
     x, y = torch.cat([b[0] for b in dali.val]), torch.cat([b[1] for b in dali.val])
     x_ref, y_ref = torch.cat([b[0] for b in torch_data.val]), torch.cat([b[1] for b in torch_data.val])
     assert x.shape == x_ref.shape == (24, 3, 32, 32) and x.dtype == torch.float32

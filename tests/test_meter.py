@@ -193,3 +193,61 @@ def test_run_records_the_defined_windows(tmp_path, quiet_wandb):
     assert metrics["throughput"] == pytest.approx(sorted(metrics["throughput_intervals"])[1])  # their median
     assert 0 <= metrics["data_time_share"] < 0.5  # digits in memory: the step is compute
     assert "energy_j" not in metrics  # no energy counter on a CPU
+
+
+def test_the_loops_own_work_between_steps_is_step_time_not_data_time():
+    """A log step, a checkpoint or gradual pruning runs after a step's end: before, it was booked as the next
+    step's wait for data."""
+    clock = FakeClock()
+    monitor = FakeMonitor(clock)
+    meter = RunMeter(CPU, warmup_steps=0, monitor=monitor, now=clock)
+
+    def loader():
+        for _ in range(4):
+            monitor.run(0.5, 0.0, util=10)  # the batch's own wait
+            yield None, torch.zeros(8)
+
+    for step, _ in enumerate(meter.batches(loader(), lambda b: b)):
+        monitor.run(1.5, 0.0, util=90)
+        meter.step_end()
+        if step % 2 == 0:  # a log step: 3 s of the loop's own work
+            clock.advance(3.0)
+            meter.loader_wait()
+    meter.epoch_end()
+    out = meter.summary(world_size=1, reduce=all_reduce, samples=monitor.samples, log_every=4)
+    assert meter.state.step_times == pytest.approx([2.0, 5.0, 2.0, 5.0])  # the work is in the step time
+    assert meter.state.data_times == pytest.approx([0.5] * 4)  # but not in the wait for data
+    assert out["data_time_share"] == pytest.approx(2.0 / 14.0)
+
+
+def test_a_resumed_meter_warms_up_again_and_keeps_only_its_own_windows():
+    clock = FakeClock()
+    monitor = FakeMonitor(clock)
+    first = RunMeter(CPU, warmup_steps=2, monitor=monitor, now=clock)
+    run_epochs(first, monitor, clock, 1, steps=6, data_s=0.0, step_s=1.0, power_of_step=lambda s: 100.0)
+    saved = first.state_dict()
+    assert saved["steady_windows"]
+
+    clock2 = FakeClock()  # a new process: a new monitor clock
+    monitor2 = FakeMonitor(clock2)
+    resumed = RunMeter(CPU, warmup_steps=2, monitor=monitor2, now=clock2)
+    resumed.load_state_dict(saved)
+    assert resumed.state.steady_windows == []  # the old process's windows mean nothing on this clock
+
+    def slow_after_resume(step):  # not used for time: the step times below carry the recompilation
+        return 100.0
+
+    steps = iter([9.0, 9.0, 1.0, 1.0])  # the first two steps after the resume recompile
+
+    def loader():
+        for _ in range(4):
+            yield None, torch.zeros(8)
+
+    for _ in resumed.batches(loader(), lambda b: b):
+        monitor2.run(next(steps), slow_after_resume(0), util=90)
+        resumed.step_end()
+    resumed.epoch_end()
+    out = resumed.summary(world_size=1, reduce=all_reduce, samples=monitor2.samples, log_every=2)
+    assert out["warmup_steps"] == 4 and out["timed_steps"] == 6  # 2 at the start, 2 again after the resume
+    assert out["step_time_p90_ms"] == pytest.approx(1000.0)  # the recompiling steps are not steady
+    assert out["warmup_time_s"] == pytest.approx(2 * 1.0 + 2 * 9.0)

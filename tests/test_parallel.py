@@ -31,9 +31,9 @@ def _batches():
         )
 
 
-def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1):
+def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1, skip_sync: bool = True):
     """Train the mlp on this rank's share of the global batches, in `accumulate` micro-batches per step (gradients
-    synchronised on the last only); return (model, what it was wrapped in)."""
+    synchronised on the last only, unless `skip_sync` is off); return (model, what it was wrapped in)."""
     cfg = compose_cfg("model=mlp")
     torch.manual_seed(0)
     model, wrapped = wrap_model(build_model(cfg.model, cfg.data), strategy, torch.device("cpu"))
@@ -48,10 +48,18 @@ def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1):
             continue
         for i in range(accumulate):
             rows = slice(rank * share + i * micro, rank * share + (i + 1) * micro)
-            with no_gradient_sync(model) if i < accumulate - 1 else contextlib.nullcontext():
+            with no_gradient_sync(model) if skip_sync and i < accumulate - 1 else contextlib.nullcontext():
                 backward_step(model, x[rows], y[rows], scaler, contextlib.nullcontext, accumulate)
         optimizer_step(optimizer, scaler)
     return model, wrapped
+
+
+def _gradient_collectives(train) -> int:
+    """How many gradient reductions (all-reduce, reduce-scatter) `train()` ran, from the profiler's c10d records."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        train()
+    names = [e.name for e in profile.events()]
+    return sum(1 for n in names if n.startswith("gloo:") and ("all_reduce" in n or "reduce_scatter" in n))
 
 
 def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accumulate: int = 1) -> None:
@@ -59,10 +67,16 @@ def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accum
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model, wrapped = _train(strategy, rank, world, accumulate)
+        trained = []
+        collectives = _gradient_collectives(lambda: trained.append(_train(strategy, rank, world, accumulate)))
+        model, wrapped = trained[0]
+        if accumulate > 1:  # the same training with every micro-batch synchronised: what no_sync must save
+            synced = _gradient_collectives(lambda: _train(strategy, rank, world, accumulate, skip_sync=False))
         from torch.distributed.tensor import DTensor
 
-        record = {"wrapped": wrapped, "params": {}, "sharded": {}}
+        record = {"wrapped": wrapped, "params": {}, "sharded": {}, "collectives": collectives}
+        if accumulate > 1:
+            record["collectives_synced"] = synced
         for name, p in model.named_parameters():
             name = name.removeprefix("module.")
             if isinstance(p, DTensor):
@@ -113,6 +127,9 @@ def test_accumulating_two_micro_batches_per_rank_without_sync_matches_one_proces
     for name, p in single.named_parameters():
         assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name
         assert torch.allclose(ranks[1]["params"][name], p.detach(), atol=1e-5), name
+    # all-reduce is linear, so the weights match whether or not the inner micro-batch synchronised: count instead
+    for rank in ranks:
+        assert 0 < rank["collectives"] and 2 * rank["collectives"] <= rank["collectives_synced"] + 2, rank
 
 
 def test_a_one_process_ddp_request_is_recorded_as_unwrapped(tmp_path, quiet_wandb):
@@ -127,3 +144,29 @@ def test_a_one_process_ddp_request_is_recorded_as_unwrapped(tmp_path, quiet_wand
     )
     metrics = launch(cfg, tmp_path)
     assert metrics["parallel"] == "none" and metrics["parallel_requested"] == "ddp"
+
+
+def test_evaluation_shards_cover_every_sample_once_where_distributed_sampler_repeats_some():
+    from torch.utils.data.distributed import DistributedSampler
+
+    from fastgpu.data import RankShard
+
+    size, world = 7, 2  # a validation set the ranks cannot split evenly
+    shards = [list(RankShard(size, rank, world)) for rank in range(world)]
+    assert sorted(shards[0] + shards[1]) == list(range(size))
+    padded = [list(DistributedSampler(range(size), world, rank, shuffle=False)) for rank in range(world)]
+    assert len(padded[0] + padded[1]) == 8  # what evaluation used before: one sample counted twice
+
+
+def test_a_multi_task_slurm_job_started_without_srun_is_one_line(monkeypatch):
+    from fastgpu.errors import FastGPUError
+    from fastgpu.parallel import external_launcher_env
+
+    for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "0")  # the batch script itself: sbatch --ntasks=4 without srun
+    with pytest.raises(FastGPUError, match="4 tasks but FastGPU was started without srun.*srun python -m fastgpu"):
+        external_launcher_env()
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # a step srun started: rank 0 of 4
+    assert external_launcher_env().world_size == 4

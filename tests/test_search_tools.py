@@ -32,6 +32,9 @@ def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
     assert fits[:3] == [64, 128, 256] and too_big  # doubling until out of memory
     assert search["max_batch_size"] == max(fits) < min(too_big) == search["smallest_oom"]
     assert search["smallest_oom"] - search["max_batch_size"] <= 32 and search["max_batch_size"] % 32 == 0
+    assert search["stopped_by"] == "out_of_memory" and search["memory_limit_mb"] == 400
+    grown = [p["memory_growth_mb"] for p in probes if p["status"] == "ok"]
+    assert 0 < max(grown) < 400  # what training added to the process, under the cap that stopped the search
     for probe in probes:  # each probe is a recorded point of its own
         metrics = read_metrics(tmp_path / str(probe["job"]))
         assert metrics["batch_size"] == probe["batch_size"] and metrics["status"] == probe["status"]
@@ -64,3 +67,57 @@ def test_the_optuna_preset_searches_two_objectives_and_a_failing_trial_does_not_
     for speed, accuracy in front_values:  # the front: no trial is better on one objective and as good on the other
         assert not any(s >= speed and a >= accuracy and (s, a) != (speed, accuracy) for s, a in measured)
     assert "## Failed points" in (tmp_path / "report.md").read_text()
+
+
+# -- halving's bookkeeping, on recorded results (no runs) ---------------------------------------------------------
+
+
+def _result(index, throughput, *, steps=15, wall=10.0, train=1.0, accuracy=0.9, evaluation=0.5):
+    return {
+        "grid_index": index,
+        "status": "ok",
+        "throughput": throughput,
+        "accuracy": accuracy,
+        "steps": steps,
+        "launch_wall_s": wall,
+        "train_time_s": train,
+        "eval_time_s": evaluation,
+    }
+
+
+def test_halving_cost_counts_each_runs_fixed_cost_and_can_say_the_grid_was_cheaper():
+    from fastgpu.halving import cost
+
+    # four points probed for 15 steps (10 s each, 9 of them start-up, data and evaluation), one trained to 30 steps
+    rungs = [
+        {"rung": 1, "points": [_result(i, 100.0 - i) for i in range(4)]},
+        {"rung": 2, "points": [_result(0, 100.0, steps=30, wall=12.0, train=2.0, evaluation=1.0)]},
+    ]
+    spent = cost(rungs, grid_points=4)
+    # each stopped point: its 10 s + 15 more steps at 1/15 s + the final's extra 0.5 s of evaluation
+    assert spent["device_hours_full_grid"] * 3600 == pytest.approx(12.0 + 3 * (10.0 + 1.0 + 0.5))
+    assert spent["device_hours_spent"] * 3600 == pytest.approx(4 * 10.0 + 12.0)
+    assert spent["sweep_cost_saved"] < 0  # a budget of 2 probes: halving cost more than the grid, and says so
+
+    rungs[1]["points"][0].update(steps=1500, train_time_s=100.0, launch_wall_s=110.0)  # a budget of 100 probes
+    assert cost(rungs, grid_points=4)["sweep_cost_saved"] > 0.5
+
+
+def test_the_accuracy_guard_takes_only_points_that_ran_the_rung_before_the_last():
+    from fastgpu.halving import HalvingSweeper
+
+    sweeper = HalvingSweeper(eta=2, guard_points=2)
+    sweeper.config = OmegaConf.create({"report": {"accuracy_tolerance": 0.01}})
+    launched = []
+    sweeper.run = lambda points: launched.append(points) or [_result(None, 0.0, accuracy=0.9)]
+    grid = [[f"+knob={i}"] for i in range(6)]
+    rungs = [
+        # point 5 was the fastest of rung 1's losers, faster than anything rung 2 measured: it must not skip rung 2
+        {"rung": 1, "points": [_result(i, s) for i, s in enumerate([90, 80, 50, 40, 30, 85])]},
+        {"rung": 2, "points": [_result(0, 70), _result(1, 60), _result(2, 40)]},
+        {"rung": 3, "points": [_result(0, 70, accuracy=0.5), _result(2, 40, accuracy=0.9)]},
+    ]
+    rungs[1]["points"][1]["decision"] = "stopped_early"
+    sweeper.guard_accuracy(grid, baseline=2, rungs=rungs)
+    assert launched == [[["+knob=1", "logger.wandb.job_type=halving-rung3"]]]  # point 1 (rung 2), not point 5
+    assert [p.get("guard") for p in rungs[-1]["points"]] == [None, None, True]
