@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
-from fastgpu.preflight import check_data, resume_config
+from fastgpu.preflight import resume_config
 from fastgpu.results import point_metrics
 from fastgpu.rundir import discard_unused_run_dir, pop_command_keys
 from fastgpu.summary import format_summary
@@ -61,9 +61,7 @@ def run_point(cfg, hydra_cfg) -> dict:
             out_dir, cfg = Path(command["resume"]), resume_config(Path(command["resume"]))
         elif cfg.logger.wandb.name is None:
             cfg.logger.wandb.name = run_name(cfg)
-        check_ranges(cfg)
-        if multirun:  # a single run was checked before Hydra wrote anything (fastgpu.callbacks.OwnedDirs)
-            check_data(cfg)
+        check_ranges(cfg)  # a sweep point's data is checked when it builds: a failure there is recorded in its dir
         metrics = launch(cfg, out_dir, overwrite=command["overwrite"] is True)
     except FastGPUError as refused:  # a value out of range, a dir not this run's to write: nothing written
         print(f"fastgpu: error: {refused}", file=sys.stderr)

@@ -88,10 +88,17 @@ def test_bad_override_is_one_clear_line(override, expected):
     ],
 )
 def test_impossible_setting_is_one_clear_line(tmp_path, overrides, expected):
-    result = run_cli(*overrides, "logger=none", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1
+    """What the device cannot do fails the run (exit 1) with a record; a dataset that is not where data.root says is
+    refused before anything is written (exit 2, no run dir)."""
+    run_dir = tmp_path / "run"
+    result = run_cli(*overrides, "logger=none", f"hydra.run.dir={run_dir}")
+    refused_up_front = overrides[0].startswith("data=")
+    assert result.returncode == (2 if refused_up_front else 1)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("fastgpu: error: ") and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    record = json.loads((tmp_path / "metrics.json").read_text())
+    if refused_up_front:
+        assert not run_dir.exists()
+        return
+    record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and expected in record["error"]

@@ -73,14 +73,15 @@ def default_cfg():
 
 @pytest.mark.parametrize("key", sorted(RANGES))
 def test_each_value_is_checked_against_its_range_at_composition(key, default_cfg):
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     valid = RANGES[key]
     bad, edge = _edges(valid)
     cfg = default_cfg.copy()
     if isinstance(OmegaConf.select(cfg, key), list) or OmegaConf.is_list(OmegaConf.select(cfg, key)):
         bad, edge = [8, bad], [edge]  # a list: each element is checked
-    OmegaConf.update(cfg, key, edge)
+    with open_dict(cfg):  # an optimizer's or scheduler's key the default one does not have (+optimizer.betas=...)
+        OmegaConf.update(cfg, key, edge)
     check_ranges(cfg)  # and so is the edge
     OmegaConf.update(cfg, key, bad)
     with pytest.raises(FastGPUError) as refused:

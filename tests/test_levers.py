@@ -78,8 +78,9 @@ def test_accumulation_counts_optimizer_steps_and_every_sample(tmp_path):
     metrics = launch(cfg, tmp_path / "acc3")
     assert metrics["status"] == "ok" and metrics["steps"] == 8
     assert metrics["accumulate_grad_batches"] == 3 and metrics["global_batch_size"] == 96
-    assert metrics["timed_steps"] == 8 * 3 - 2  # loader batches after warm-up
-    assert metrics["timed_samples"] == (8 * 3 - 2) * 32
+    # warm-up counts optimizer steps, like max_steps: 2 of them are 6 loader batches
+    assert metrics["timed_steps"] == 8 * 3 - 2 * 3 and metrics["warmup_steps"] == 2 * 3
+    assert metrics["timed_samples"] == (8 * 3 - 2 * 3) * 32
     # each epoch of 1,437 digits is 44 batches of 32: 14 updates of 3, the last 2 batches left out
     cfg = compose_cfg("trainer.accumulate_grad_batches=3", "trainer.epochs=2", "data.batch_size=32", *QUICK)
     long = launch(cfg, tmp_path / "epochs")

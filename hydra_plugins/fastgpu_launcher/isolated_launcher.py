@@ -77,8 +77,11 @@ class IsolatedLauncher(BasicLauncher):
         imported = [name for name in sys.modules if name not in before]
         try:
             blob = pickle.dumps((*payload, imported))
-        except Exception as exc:  # an unpicklable return value or exception: its text still reaches the sweep
-            blob = pickle.dumps(("error", RuntimeError(f"sweep point {idx}: {payload[1]!r} ({exc})"), imported))
+        except Exception:  # a config node typed by a class defined in a function (a plugin's preset): plain configs
+            try:
+                blob = pickle.dumps((payload[0], _portable(payload[1]), imported))
+            except Exception as exc:  # an unpicklable return value or exception: its text still reaches the sweep
+                blob = pickle.dumps(("error", RuntimeError(f"sweep point {idx}: {payload[1]!r} ({exc})"), imported))
         with os.fdopen(write_end, "wb") as writer:
             writer.write(blob)
         try:
@@ -87,6 +90,17 @@ class IsolatedLauncher(BasicLauncher):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+
+
+def _portable(result):
+    """The JobReturn with its configs as plain containers (same keys and values, no structured types)."""
+    from omegaconf import OmegaConf
+
+    for attr in ("cfg", "hydra_cfg"):
+        value = getattr(result, attr, None)
+        if value is not None:
+            setattr(result, attr, OmegaConf.create(OmegaConf.to_container(value, resolve=False)))
+    return result
 
 
 def _import_quietly(names: list) -> None:
