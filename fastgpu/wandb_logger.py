@@ -13,21 +13,25 @@ MODES = ("online", "offline", "disabled")
 INIT_TIMEOUT_S = 10
 
 
-def open_run(mode: str, **init_kwargs):
+def open_run(mode: str, console: str = "off", **init_kwargs):
     """wandb.init in `mode`; online with no API key or no reachable server becomes offline, with one warning that
-    names the `wandb sync` command to upload it later. W&B never stops or stalls training."""
+    names the `wandb sync` command to upload it later. W&B never stops or stalls training.
+
+    W&B's own system-metrics sampler is off: FastGPU's (fastgpu/monitor.py) logs `system/*` into the same run, and a
+    second sampler competes with training for the cores."""
     import wandb
 
+    def settings(**extra):
+        return wandb.Settings(quiet=True, console=console, x_disable_stats=True, **extra)
+
     if mode != "online":
-        return wandb.init(mode=mode, settings=wandb.Settings(quiet=True), **init_kwargs)
+        return wandb.init(mode=mode, settings=settings(), **init_kwargs)
     try:
-        return wandb.init(
-            mode="online", settings=wandb.Settings(quiet=True, init_timeout=INIT_TIMEOUT_S), **init_kwargs
-        )
+        return wandb.init(mode="online", settings=settings(init_timeout=INIT_TIMEOUT_S), **init_kwargs)
     except Exception as exc:  # UsageError (no key), CommError (no network, a refused key), a timeout
         from fastgpu.errors import described
 
-        run = wandb.init(mode="offline", settings=wandb.Settings(quiet=True), **init_kwargs)
+        run = wandb.init(mode="offline", settings=settings(), **init_kwargs)
         print(
             f"fastgpu: warning: W&B online failed ({described(exc, 160)}); logging offline instead: upload it later "
             f"with `wandb sync {run.settings.sync_dir}` (or set logger.wandb.mode=offline)",
@@ -47,6 +51,7 @@ class WandbLogger:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
         self.run = open_run(
             mode,
+            wcfg.get("console", "off"),  # absent from configs saved before the key existed
             project=wcfg.project,
             entity=wcfg.entity,
             group=wcfg.group,
