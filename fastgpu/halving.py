@@ -58,7 +58,11 @@ class HalvingSweeper(AdaptiveSweeper):
                 self.guard_accuracy(grid, baseline, rungs)
                 break
             contenders = [r for r in results if r["grid_index"] != baseline]
-            keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
+            full = full or self.full_steps(results)  # an epochs budget is known once a point has run
+            if full is not None and budget * self.eta >= full:  # the next rung trains to the end: final_points go
+                keep = self.final_points
+            else:
+                keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
             ranked = sorted((r for r in contenders if speed(r) > -math.inf), key=speed, reverse=True)
             winners = {r["grid_index"] for r in ranked[:keep]}
             for result in results:
@@ -96,12 +100,16 @@ class HalvingSweeper(AdaptiveSweeper):
             result.update(grid_index=candidate["grid_index"], decision="final", guard=True)
             last.append(result)
 
+    def full_steps(self, results: list):
+        """The full budget in steps: trainer.max_steps, else epochs x the steps per epoch a point recorded."""
+        trainer = self.config.trainer
+        per_epoch = max((r.get("steps_per_epoch") or 0 for r in results), default=0)
+        return trainer.max_steps or (trainer.epochs * per_epoch) or None
+
     def warn_if_short(self, results: list, probe: int) -> None:
         """Halving pays each point's fixed cost (start-up, data, evaluation, export) again in every rung: it is
         cheaper than the grid only when the full budget is many probes long. Say so when it is under 10x."""
-        trainer = self.config.trainer
-        per_epoch = max((r.get("steps_per_epoch") or 0 for r in results), default=0)
-        full = trainer.max_steps or trainer.epochs * per_epoch
+        full = self.full_steps(results)
         if full and full < 10 * probe:
             import sys
 

@@ -121,3 +121,34 @@ def test_the_accuracy_guard_takes_only_points_that_ran_the_rung_before_the_last(
     sweeper.guard_accuracy(grid, baseline=2, rungs=rungs)
     assert launched == [[["+knob=1", "logger.wandb.job_type=halving-rung3"]]]  # point 1 (rung 2), not point 5
     assert [p.get("guard") for p in rungs[-1]["points"]] == [None, None, True]
+
+
+def test_when_the_next_rung_is_the_full_budget_only_final_points_go_on(capsys):
+    """6 points, 2 epochs of 44 steps, a 35-step probe and eta 3: the next rung (105 steps) is past the 88-step
+    budget, so it is the last: final_points (1) and the baseline train to the end, not ceil(5/3) = 2 of them."""
+    from fastgpu.halving import HalvingSweeper
+
+    sweeper = HalvingSweeper(eta=3, probe_steps=30, final_points=1)
+    sweeper.config = OmegaConf.create(
+        {
+            "trainer": {"max_steps": None, "epochs": 2, "warmup_steps": 5, "log_every_n_steps": 25},
+            "report": {"accuracy_tolerance": 0.01, "baseline": []},
+        }
+    )
+    sweeper.start = sweeper.write_ledger = lambda *args: None
+    sweeper.grid = lambda arguments: [[f"+p={i}"] for i in range(6)]
+    sweeper._baseline = lambda grid, results: 5
+
+    def run(points):
+        out = []
+        for overrides in points:
+            index = int(next(o for o in overrides if o.startswith("+p="))[3:])
+            full = not any(o.startswith("trainer.max_steps=") for o in overrides)
+            out.append({**_result(index, 100.0 - index, steps=88 if full else 35), "steps_per_epoch": 44})
+        return out
+
+    sweeper.run = run
+    (rungs,) = sweeper.sweep([])
+    assert [len(r["points"]) for r in rungs] == [6, 2]  # one winner and the baseline
+    assert sorted(p["grid_index"] for p in rungs[-1]["points"]) == [0, 5]
+    assert "the full budget (88 steps) is only 2.5x the probe (35 steps" in capsys.readouterr().err
