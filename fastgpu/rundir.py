@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fastgpu.errors import FastGPUError
-from fastgpu.results import CHECKPOINT_FILE, HISTORY_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, read_metrics
+from fastgpu.results import CHECKPOINT_FILE, HISTORY_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, point_metrics
 
 LOCK_FILE = ".fastgpu.lock"
 SWEEP_FILE = "multirun.yaml"  # Hydra writes it when a sweep starts: its presence means a sweep was here
@@ -182,7 +182,4 @@ def check_sweep_dir(sweep_dir: Path, cfg) -> None:
 
 
 def _status(out_dir: Path):
-    try:
-        return read_metrics(out_dir).get("status")
-    except (OSError, ValueError):
-        return None
+    return point_metrics(out_dir).get("status")  # "unreadable" for a damaged file, None where there is none
