@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fastgpu.config import register_schema  # noqa: E402
-from fastgpu.launch import launch  # noqa: E402
+from fastgpu.job.launch import launch  # noqa: E402
 
 OPTIONS = ["none", "prune", "prune_structured", "quantize_dynamic", "quantize_static", "qat"]
 CASES = {
@@ -62,7 +62,7 @@ def main() -> None:
         overrides = CASES[case]
         results[case] = {}
         for option in OPTIONS:
-            with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            with initialize_config_dir(str(REPO / "fastgpu" / "conf"), version_base="1.3"):
                 cfg = compose(
                     "config",
                     overrides=overrides

@@ -103,7 +103,7 @@ timeout 300 "$PYTHON" experiments/plain_loop.py --device "$DEVICE" "${PLAIN[@]}"
   || say "plain loop failed: $(tail -n 1 "$LOG")"
 
 say "report"
-"$PYTHON" -m fastgpu.report "$SWEEP_DIR" --baseline precision=fp32 2>&1 | tee -a "$LOG"
+"$PYTHON" -m fastgpu.results.report "$SWEEP_DIR" --baseline precision=fp32 2>&1 | tee -a "$LOG"
 cp "$SWEEP_DIR"/results.csv "$SWEEP_DIR"/report.md "$SWEEP_DIR"/*.png "$RESULTS_DIR"/ 2>/dev/null
 
 if [ -n "${OVERHEAD:-}" ]; then

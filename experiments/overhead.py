@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fastgpu.config import register_schema  # noqa: E402
-from fastgpu.data import build_data  # noqa: E402
-from fastgpu.launch import launch  # noqa: E402
-from fastgpu.models import build_model  # noqa: E402
+from fastgpu.job.launch import launch  # noqa: E402
+from fastgpu.zoo.data import build_data  # noqa: E402
+from fastgpu.zoo.models import build_model  # noqa: E402
 
 # (overrides, N1, N2): N2 - N1 steps take several seconds on 2 CPU cores, far above the calls' timing noise
 CASES = {
@@ -111,7 +111,7 @@ def main() -> None:
             "inference.benchmark=false",
             "export=[]",
         ]
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(str(REPO / "fastgpu" / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         ratios, fast_step, plain_step, cpu_ratios = [], [], [], []
         # one untimed call of each first: the first call in a process pays its one-time imports and initialisation

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fastgpu.results import read_history  # noqa: E402
+from fastgpu.results.store import read_history  # noqa: E402
 
 SLURM = [
     "hydra/launcher=slurm",

@@ -15,12 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
-from fastgpu.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
-from fastgpu.preflight import resume_config
-from fastgpu.results import point_metrics
-from fastgpu.rundir import discard_unused_run_dir, pop_command_keys
-from fastgpu.summary import format_summary
-from fastgpu.sweep import (
+from fastgpu.job.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
+from fastgpu.job.preflight import resume_config
+from fastgpu.results.naming import (
     keep_hydra_files,
     point_name,
     point_tags,
@@ -30,13 +27,18 @@ from fastgpu.sweep import (
     swept_keys,
     task_overrides,
 )
+from fastgpu.results.rundirs import discard_unused_run_dir, pop_command_keys
+from fastgpu.results.store import point_metrics
+from fastgpu.results.summary import format_summary
+from fastgpu.sweep.registry import register_sweep_configs
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_PACKAGE = "pkg://fastgpu.conf"  # package data: found after a wheel install as in a checkout
 
 register_schema()
+register_sweep_configs()
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PACKAGE, config_name="config", version_base="1.3")
 def main(cfg):
     """The run's metrics (a dict); under the Optuna sweeper, the objectives it optimises (see `objectives`)."""
     hydra_cfg = HydraConfig.get()

@@ -1,6 +1,6 @@
 """The structured schema every composed config is validated against.
 
-Hydra merges conf/ YAML files onto these dataclasses, so a typo'd key or a wrongly typed value
+Hydra merges fastgpu/conf/ YAML files onto these dataclasses, so a typo'd key or a wrongly typed value
 fails at composition with the key's name, before any work starts.
 """
 
@@ -314,9 +314,4 @@ def check_ranges(cfg) -> None:
 
 
 def register_schema() -> None:
-    from fastgpu.optuna_preset import register_optuna_preset
-    from fastgpu.slurm import register_resolvers
-
     ConfigStore.instance().store(name="fastgpu_schema", node=FastGPUConfig)
-    register_resolvers()
-    register_optuna_preset()

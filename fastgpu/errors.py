@@ -50,8 +50,13 @@ class Interrupted(FastGPUError):
         self.watch = watch
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError of its own)."""
-    import torch
+def refuse_or_exit(check, *args):
+    """Run a check from a Hydra callback: Hydra turns a callback's exception into a warning and goes on, so a
+    refusal exits here, in one line."""
+    import sys
 
-    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+    try:
+        return check(*args)
+    except FastGPUError as exc:
+        print(f"fastgpu: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -14,12 +14,14 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from fastgpu.config import register_schema  # noqa: E402
+from fastgpu.sweep.registry import register_sweep_configs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = str(REPO / "conf")
+CONF = str(REPO / "fastgpu" / "conf")
 IN_CI = os.environ.get("CI") == "true"
 
 register_schema()
+register_sweep_configs()
 
 
 # The files by their time in CI (2026-11-27, pytest --durations), longest first: one file per worker (pyproject's

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from conftest import compose_cfg, offline_runs, run_cli
 
-from fastgpu.launch import launch
-from fastgpu.plots import curves_figure, throughput_figure
-from fastgpu.report import build_report, collect_points
-from fastgpu.results import HistoryWriter, read_metrics, write_metrics
+from fastgpu.job.launch import launch
+from fastgpu.results.plots import curves_figure, throughput_figure
+from fastgpu.results.report import build_report, collect_points
+from fastgpu.results.store import HistoryWriter, read_metrics, write_metrics
 
 matplotlib.use("Agg")
 QUICK = ["trainer.progress_bar=false", "inference.benchmark=false", "export=[]"]  # no time spent after training

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import compose_cfg, run_cli
 
-from fastgpu.data import build_data
-from fastgpu.evaluate import evaluate_run
-from fastgpu.launch import RunFailed, launch
-from fastgpu.models import build_model
-from fastgpu.results import read_metrics
+from fastgpu.compress.evaluate import evaluate_run
+from fastgpu.job.launch import RunFailed, launch
+from fastgpu.results.store import read_metrics
+from fastgpu.zoo.data import build_data
+from fastgpu.zoo.models import build_model
 
 BASE = ["trainer.epochs=6", "trainer.progress_bar=false", "inference.repeats=5"]
 
@@ -147,8 +147,8 @@ def test_compression_sweep_report_has_before_after_columns(tmp_path):
 def test_unsharing_activations_keeps_the_function():
     import torchvision
 
-    from fastgpu.models import SmallCNN
-    from fastgpu.quantize import unshare_activations
+    from fastgpu.compress.quantize import unshare_activations
+    from fastgpu.zoo.models import SmallCNN
 
     for model in (SmallCNN(1, 10), torchvision.models.resnet18(num_classes=10)):
         x = torch.randn(2, *((1, 8, 8) if isinstance(model, SmallCNN) else (3, 32, 32)))

@@ -11,7 +11,7 @@ GROUPS = ["model", "data", "precision", "parallel", "compression", "optimizer", 
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_composes(group):
-    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    options = sorted(p.stem for p in (REPO / "fastgpu" / "conf" / group).glob("*.yaml"))
     assert options, group
     for option in options:
         cfg = compose_cfg(f"{group}={option}")
@@ -37,8 +37,8 @@ def test_help_is_fastgpus_own():
         "-m precision=fp32,bf16",
         "+resume=RUN_DIR",
         "+overwrite=true",
-        "python -m fastgpu.report",
-        "python -m fastgpu.status",
+        "python -m fastgpu.results.report",
+        "python -m fastgpu.sweep.status",
         "hydra/sweeper=halving",
         "outputs/multirun/DATE/TIME",
         "model: mlp, resnet18, resnet50, small_cnn",

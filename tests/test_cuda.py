@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import compose_cfg
 
-from fastgpu.clock import StepClock
-from fastgpu.launch import launch
-from fastgpu.precision import build_precision
+from fastgpu.job.launch import launch
+from fastgpu.measure.clock import StepClock
+from fastgpu.train.precision import build_precision
 
 pytestmark = [
     pytest.mark.cuda,
@@ -100,9 +100,9 @@ def test_the_hot_loop_never_waits_for_the_gpu(tmp_path, overrides):
 
 
 def test_a_slow_loader_reads_as_data_time_on_the_gpu_timeline(tmp_path, monkeypatch):
-    import fastgpu.data
+    import fastgpu.zoo.data
 
-    real = fastgpu.data.DATASETS["synthetic"]
+    real = fastgpu.zoo.data.DATASETS["synthetic"]
 
     class Slow(torch.utils.data.Dataset):
         def __init__(self, tensors):
@@ -116,7 +116,7 @@ def test_a_slow_loader_reads_as_data_time_on_the_gpu_timeline(tmp_path, monkeypa
             return self.tensors[0][i], self.tensors[1][i]
 
     monkeypatch.setitem(
-        fastgpu.data.DATASETS, "synthetic", lambda cfg, seed: tuple(Slow(d.tensors) for d in real(cfg, seed))
+        fastgpu.zoo.data.DATASETS, "synthetic", lambda cfg, seed: tuple(Slow(d.tensors) for d in real(cfg, seed))
     )
     cfg = compose_cfg("data=synthetic", "data.batch_size=64", "model=small_cnn", *TINY)
     metrics = launch(cfg, tmp_path)
@@ -192,7 +192,7 @@ def test_a_cuda_profile_names_kernels_by_device_time(tmp_path):
 
 
 def test_the_memory_limit_makes_a_large_batch_an_oom_point(tmp_path):
-    from fastgpu.launch import RunFailed
+    from fastgpu.job.launch import RunFailed
 
     overrides = [
         "model=resnet50",

@@ -5,11 +5,11 @@ import torch
 from conftest import compose_cfg
 from torch import nn
 
-from fastgpu import compression as C
-from fastgpu import deploy
+from fastgpu.compress import deploy
+from fastgpu.compress import methods as C
 from fastgpu.errors import FastGPUError
-from fastgpu.models import build_model
-from fastgpu.precision import build_precision
+from fastgpu.train.precision import build_precision
+from fastgpu.zoo.models import build_model
 
 
 class GuardedBatchNorm(nn.Module):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from fastgpu.config import RANGES, FastGPUConfig, check_ranges
 from fastgpu.errors import FastGPUError
-from fastgpu.results import read_history, read_metrics
+from fastgpu.results.store import read_history, read_metrics
 
 QUIET = {"WANDB_MODE": "disabled"}
 SMALL = ["trainer.progress_bar=false", "trainer.monitor_interval_s=0", "inference.benchmark=false", "export=[]"]
@@ -189,7 +189,7 @@ def test_a_second_sweep_into_a_sweep_dir_is_refused_while_and_after_the_first(tm
 
 
 def test_default_run_dirs_are_unique_to_the_microsecond():
-    text = (REPO / "conf" / "config.yaml").read_text()
+    text = (REPO / "fastgpu" / "conf" / "config.yaml").read_text()
     assert "dir: outputs/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}" in text
     assert "dir: outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}" in text
 
@@ -418,7 +418,7 @@ def test_an_empty_image_folder_is_one_line(tmp_path, layout):
 
 
 def test_wandb_online_without_a_key_logs_offline_with_one_warning(tmp_path, monkeypatch):
-    from fastgpu.wandb_logger import open_run
+    from fastgpu.results.wandb_logger import open_run
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key anywhere

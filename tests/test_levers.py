@@ -10,14 +10,14 @@ from conftest import WIDE_MLP, _leet, compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from fastgpu.errors import FastGPUError
-from fastgpu.flops import mfu_figures, peak_tflops, training_flops_per_sample
-from fastgpu.launch import launch
-from fastgpu.models import Checkpointed, build_model
-from fastgpu.optim import build_optimizer, optimizer_impl
-from fastgpu.precision import build_precision
-from fastgpu.results import read_metrics
-from fastgpu.run import cudnn_benchmark
-from fastgpu.step import backward_step, optimizer_step
+from fastgpu.job.launch import launch
+from fastgpu.job.run import cudnn_benchmark
+from fastgpu.measure.flops import mfu_figures, peak_tflops, training_flops_per_sample
+from fastgpu.results.store import read_metrics
+from fastgpu.train.optim import build_optimizer, optimizer_impl
+from fastgpu.train.precision import build_precision
+from fastgpu.train.step import backward_step, optimizer_step
+from fastgpu.zoo.models import Checkpointed, build_model
 
 QUICK = ("trainer.progress_bar=false", "logger.wandb.mode=disabled", "inference.benchmark=false", "export=[]")
 
@@ -132,8 +132,8 @@ def test_flop_count_of_a_known_mlp_equals_the_hand_count():
 
 
 def test_flops_leave_out_recomputation_and_a_model_that_cannot_be_counted_costs_only_the_figure():
-    from fastgpu.flops import counted_flops_per_sample
-    from fastgpu.models import build_model
+    from fastgpu.measure.flops import counted_flops_per_sample
+    from fastgpu.zoo.models import build_model
 
     data = compose_cfg().data
     plain = build_model(compose_cfg().model, data)
@@ -235,7 +235,7 @@ def test_a_setting_that_does_not_fit_the_memory_limit_is_an_oom_point(tmp_path):
 def test_the_dali_cpu_pipeline_reads_the_folder_as_torch_does_and_trains(tmp_path):
     from test_monitor_and_examples import _write_imagefolder
 
-    from fastgpu.data import build_data
+    from fastgpu.zoo.data import build_data
 
     _write_imagefolder(tmp_path / "images", classes=3, per_class=8)
     base = [

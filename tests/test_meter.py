@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import compose_cfg
 
-from fastgpu.clock import StepClock
-from fastgpu.data import DeviceBatches, build_data
 from fastgpu.errors import FastGPUError
-from fastgpu.launch import launch
-from fastgpu.meter import RunMeter
-from fastgpu.parallel import all_reduce
+from fastgpu.job.launch import launch
+from fastgpu.measure.clock import StepClock
+from fastgpu.measure.meter import RunMeter
+from fastgpu.measure.reduce import all_reduce
+from fastgpu.zoo.data import DeviceBatches, build_data
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fastgpu.metrics import ClassificationMetrics
-from fastgpu.parallel import free_port
+from fastgpu.measure.quality import ClassificationMetrics
+from fastgpu.train.distributed import free_port
 
 CLASSES = 7
 

@@ -12,9 +12,9 @@ import torch
 from conftest import REPO, compose_cfg, offline_runs
 from PIL import Image
 
-from fastgpu.launch import launch
-from fastgpu.monitor import ResourceMonitor
-from fastgpu.results import read_history
+from fastgpu.job.launch import launch
+from fastgpu.measure.monitor import ResourceMonitor
+from fastgpu.results.store import read_history
 
 
 def test_monitor_samples_cpu_and_rss_in_the_background():
@@ -96,7 +96,7 @@ def test_imagenet_resnet50_example_on_a_tiny_generated_imagefolder(tmp_path, qui
 
 def test_imagefolder_class_count_mismatch_names_the_fix(tmp_path, quiet_wandb):
     _write_imagefolder(tmp_path / "imagenet", classes=2, per_class=2)
-    from fastgpu.launch import RunFailed
+    from fastgpu.job.launch import RunFailed
 
     with pytest.raises(RunFailed, match="set data.num_classes=2"):
         launch(

@@ -14,10 +14,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import compose_cfg
 
-from fastgpu.launch import launch
-from fastgpu.models import build_model
-from fastgpu.parallel import free_port, no_gradient_sync, wrap_model
-from fastgpu.step import backward_step, optimizer_step, train_step
+from fastgpu.job.launch import launch
+from fastgpu.train.distributed import free_port
+from fastgpu.train.parallel import no_gradient_sync, wrap_model
+from fastgpu.train.step import backward_step, optimizer_step, train_step
+from fastgpu.zoo.models import build_model
 
 GLOBAL_BATCH, STEPS = 8, 5
 
@@ -149,7 +150,7 @@ def test_a_one_process_ddp_request_is_recorded_as_unwrapped(tmp_path, quiet_wand
 def test_evaluation_shards_cover_every_sample_once_where_distributed_sampler_repeats_some():
     from torch.utils.data.distributed import DistributedSampler
 
-    from fastgpu.data import RankShard
+    from fastgpu.zoo.data import RankShard
 
     size, world = 7, 2  # a validation set the ranks cannot split evenly
     shards = [list(RankShard(size, rank, world)) for rank in range(world)]
@@ -160,7 +161,7 @@ def test_evaluation_shards_cover_every_sample_once_where_distributed_sampler_rep
 
 def test_a_multi_task_slurm_job_started_without_srun_is_one_line(monkeypatch):
     from fastgpu.errors import FastGPUError
-    from fastgpu.parallel import external_launcher_env
+    from fastgpu.train.distributed import external_launcher_env
 
     for key in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID"):
         monkeypatch.delenv(key, raising=False)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import NO_DEPLOY, compose_cfg, offline_runs, run_cli, start_cli
 
-from fastgpu.checkpoint import config_fingerprint, resumable, save_checkpoint
-from fastgpu.data import EpochShuffle, ResumableSampler
-from fastgpu.launch import RunFailed, launch
-from fastgpu.results import read_history, read_metrics
+from fastgpu.job.launch import RunFailed, launch
+from fastgpu.results.store import read_history, read_metrics
+from fastgpu.train.checkpoint import resumable, save_checkpoint
+from fastgpu.train.fingerprint import config_fingerprint
+from fastgpu.zoo.data import EpochShuffle, ResumableSampler
 
 # slow enough (a 10 ms sleep a step, 220 steps: no CPU spent on it) that a signal lands mid-training
 JOB = [
@@ -139,16 +140,16 @@ def test_resume_of_a_finished_run_is_refused(tmp_path):
 
 def test_a_signal_during_a_log_step_still_saves_the_state(tmp_path, quiet_wandb, monkeypatch):
     """SIGUSR2 arriving while a log step writes its record: the run saves at that step before it stops."""
-    import fastgpu.loop
+    import fastgpu.train.loop
 
-    real_log = fastgpu.loop._log
+    real_log = fastgpu.train.loop._log
 
     def log_then_signal(job, p, *args):
         real_log(job, p, *args)
         if p.step == 20:
             os.kill(os.getpid(), signal.SIGUSR2)  # handled at once: the flag is set inside the log step
 
-    monkeypatch.setattr(fastgpu.loop, "_log", log_then_signal)
+    monkeypatch.setattr(fastgpu.train.loop, "_log", log_then_signal)
     cfg = compose_cfg("trainer.max_steps=60", "trainer.log_every_n_steps=10", "trainer.progress_bar=false")
     with pytest.raises(RunFailed, match="stopped by SIGUSR2 at step 20"):
         launch(cfg, tmp_path)

@@ -6,7 +6,7 @@ import re
 import pytest
 from conftest import run_cli
 
-from fastgpu.results import read_metrics
+from fastgpu.results.store import read_metrics
 
 QUICK = (
     "trainer.progress_bar=false",

@@ -7,7 +7,7 @@ from conftest import WIDE_MLP, run_cli
 from omegaconf import OmegaConf
 from test_search import QUICK
 
-from fastgpu.results import read_metrics
+from fastgpu.results.store import read_metrics
 
 
 @pytest.mark.slow
@@ -86,7 +86,7 @@ def _result(index, throughput, *, steps=15, wall=10.0, train=1.0, accuracy=0.9, 
 
 
 def test_halving_cost_counts_each_runs_fixed_cost_and_can_say_the_grid_was_cheaper():
-    from fastgpu.halving import cost
+    from fastgpu.sweep.halving import cost
 
     # four points probed for 15 steps (10 s each, 9 of them start-up, data and evaluation), one trained to 30 steps
     rungs = [
@@ -104,7 +104,7 @@ def test_halving_cost_counts_each_runs_fixed_cost_and_can_say_the_grid_was_cheap
 
 
 def test_the_accuracy_guard_takes_only_points_that_ran_the_rung_before_the_last():
-    from fastgpu.halving import HalvingSweeper
+    from fastgpu.sweep.halving import HalvingSweeper
 
     sweeper = HalvingSweeper(eta=2, guard_points=2)
     sweeper.config = OmegaConf.create({"report": {"accuracy_tolerance": 0.01}})
@@ -126,7 +126,7 @@ def test_the_accuracy_guard_takes_only_points_that_ran_the_rung_before_the_last(
 def test_when_the_next_rung_is_the_full_budget_only_final_points_go_on(capsys):
     """6 points, 2 epochs of 44 steps, a 35-step probe and eta 3: the next rung (105 steps) is past the 88-step
     budget, so it is the last: final_points (1) and the baseline train to the end, not ceil(5/3) = 2 of them."""
-    from fastgpu.halving import HalvingSweeper
+    from fastgpu.sweep.halving import HalvingSweeper
 
     sweeper = HalvingSweeper(eta=3, probe_steps=30, final_points=1)
     sweeper.config = OmegaConf.create(

@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import IN_CI, REPO, offline_runs, read_offline_run, run_cli, start_cli
 
-from fastgpu.results import read_history, read_metrics
-from fastgpu.status import point_states, slurm_accounting
+from fastgpu.results.store import read_history, read_metrics
+from fastgpu.sweep.status import point_states, slurm_accounting
 
 FAKE_KEY = "fedcba9876543210fedcba9876543210fedcba98"
 SLURM = [
@@ -198,7 +198,7 @@ def test_a_failing_point_is_reported_with_its_log_while_the_other_completes(tmp_
 
 
 def test_jobs_outlive_the_submitting_process_and_the_report_is_built_after(tmp_path):
-    from fastgpu.report import main as report_main
+    from fastgpu.results.report import main as report_main
 
     sweep_dir = tmp_path / "s"
     sweep = subprocess.Popen(

@@ -8,10 +8,10 @@ import torch
 from conftest import NO_DEPLOY, compose_cfg, offline_runs, run_cli
 from matplotlib.image import imread
 
-from fastgpu.launch import failure_record
-from fastgpu.report import main as report_main
-from fastgpu.results import read_metrics
-from fastgpu.sweep import point_name
+from fastgpu.job.launch import failure_record
+from fastgpu.results.naming import point_name
+from fastgpu.results.report import main as report_main
+from fastgpu.results.store import read_metrics
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 TINY = ["trainer.epochs=2", "trainer.progress_bar=false", *NO_DEPLOY]
@@ -133,7 +133,7 @@ def test_failed_point_is_reported_the_sweep_exits_nonzero_and_resume_reruns_only
 def test_an_unreadable_result_is_one_line_naming_the_file_and_a_failed_point(sweep_2x2, tmp_path, capsys):
     import shutil
 
-    from fastgpu.status import main as status_main
+    from fastgpu.sweep.status import main as status_main
 
     sweep_dir = tmp_path / "copy"
     shutil.copytree(sweep_2x2[0], sweep_dir)

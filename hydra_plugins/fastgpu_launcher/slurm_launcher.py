@@ -1,6 +1,6 @@
 """Hydra finds launchers only under the hydra_plugins namespace: FastGPU's Slurm launcher, registered here.
 
-The implementation is fastgpu.slurm.SlurmLauncher; this module stays import-light because Hydra scans
+The implementation is fastgpu.sweep.slurm.SlurmLauncher; this module stays import-light because Hydra scans
 hydra_plugins on every start.
 """
 
@@ -9,6 +9,6 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 class FastGPUSlurmLauncher(_SubmititSlurmLauncher):
     def launch(self, job_overrides, initial_job_idx):
-        from fastgpu.slurm import launch_and_report
+        from fastgpu.sweep.slurm import launch_and_report
 
         return launch_and_report(self, job_overrides, initial_job_idx)

@@ -1,7 +1,7 @@
-"""`hydra/sweeper=halving`: FastGPU's successive halving (fastgpu/halving.py). Hydra only instantiates plugin
+"""`hydra/sweeper=halving`: FastGPU's successive halving (fastgpu/sweep/halving.py). Hydra only instantiates plugin
 classes defined under hydra_plugins, hence the subclass. Import-light: Hydra scans hydra_plugins on every start."""
 
-from fastgpu.halving import HalvingSweeper as _HalvingSweeper
+from fastgpu.sweep.halving import HalvingSweeper as _HalvingSweeper
 
 
 class HalvingSweeper(_HalvingSweeper):

@@ -1,7 +1,7 @@
-"""`hydra/sweeper=max_batch`: the largest batch that fits (fastgpu/max_batch.py). A subclass defined here because
+"""`hydra/sweeper=max_batch`: the largest batch that fits (fastgpu/sweep/max_batch.py). A subclass defined here because
 Hydra only instantiates plugin classes under hydra_plugins. Import-light."""
 
-from fastgpu.max_batch import MaxBatchSweeper as _MaxBatchSweeper
+from fastgpu.sweep.max_batch import MaxBatchSweeper as _MaxBatchSweeper
 
 
 class MaxBatchSweeper(_MaxBatchSweeper):

@@ -1,0 +1,122 @@
+"""Start-up cost: wall time from launching `python -m fastgpu` to its first optimizer step, on the default job.
+
+Measured the way an outsider would, the same on every side: a wrapper registers torch's global optimizer-step
+pre-hook, runs `python -m fastgpu` through runpy, and the hook reports through a pipe and ends the process at the
+first step. The parent's clock starts just before it launches the process and stops when the report arrives.
+Everything before the first step counts: interpreter, imports, Hydra composition, checks, W&B (offline), data,
+model and optimizer construction.
+
+Sides, interleaved in each round (this machine is shared and noisy; ratios are per round, then the median):
+- floor: `python -c "import torch"`, what any PyTorch program pays;
+- before: the checkout at --before (default: the commit before issue 21), from a git worktree;
+- after: this checkout.
+
+    python experiments/startup.py --rounds 5   # -> experiments/results/startup.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BEFORE = "3ed51d4"  # the last commit before issue 21 (flat modules, conf/ outside the package)
+
+WRAPPER = """
+import os, runpy, sys
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+def first_step(optimizer, args, kwargs):
+    os.write(int(os.environ["FASTGPU_FIRST_STEP_FD"]), b"x")
+    os._exit(0)
+
+register_optimizer_step_pre_hook(first_step)
+sys.argv = ["fastgpu", *sys.argv[1:]]
+runpy.run_module("fastgpu", run_name="__main__", alter_sys=True)
+"""
+
+
+def time_to_first_step(code_dir: Path, run_dir: Path) -> float:
+    """Seconds from launch to the first optimizer step of the default job run from `code_dir`."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "FASTGPU_FIRST_STEP_FD": str(write_end), "PYTHONPATH": str(code_dir), "WANDB_MODE": "offline"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"],
+        cwd=run_dir.parent,
+        env=env,
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    reported = os.read(read_end, 1)
+    elapsed = time.perf_counter() - started
+    os.close(read_end)
+    _, err = proc.communicate()
+    if reported != b"x":
+        raise SystemExit(f"no first step from {code_dir}:\n{err.decode()[-2000:]}")
+    return elapsed
+
+
+def time_floor() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", default=BEFORE, help="the commit to compare against")
+    parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "startup.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fastgpu-startup-") as tmp:
+        tmp = Path(tmp)
+        before_dir = tmp / "before"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(before_dir), args.before],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            sides = {"floor": [], "before": [], "after": []}
+            for round_ in range(args.rounds + 1):  # round 0 warms the page cache for every side and is dropped
+                times = {
+                    "floor": time_floor(),
+                    "before": time_to_first_step(before_dir, tmp / f"run-before-{round_}"),
+                    "after": time_to_first_step(REPO, tmp / f"run-after-{round_}"),
+                }
+                print(f"round {round_}: " + "  ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
+                if round_:
+                    for side, value in times.items():
+                        sides[side].append(value)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before_dir)], cwd=REPO, capture_output=True)
+    ratios = [a / b for a, b in zip(sides["after"], sides["before"])]
+    above_floor = [(a - f) / (b - f) for a, b, f in zip(sides["after"], sides["before"], sides["floor"])]
+    result = {
+        "what": "wall time from launching `python -m fastgpu` (the default job) to its first optimizer step",
+        "before_commit": args.before,
+        "rounds": args.rounds,
+        "seconds": {side: values for side, values in sides.items()},
+        "median_s": {side: statistics.median(values) for side, values in sides.items()},
+        "after_over_before": {"median": statistics.median(ratios), "per_round": ratios},
+        "above_floor_after_over_before": {"median": statistics.median(above_floor), "per_round": above_floor},
+        "cpus": os.cpu_count(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        json.dumps({k: result[k] for k in ("median_s", "after_over_before", "above_floor_after_over_before")}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

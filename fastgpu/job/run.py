@@ -1,0 +1,261 @@
+"""One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
+
+import math
+import platform
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+import fastgpu
+from fastgpu.compress.finalize import compress_and_deploy
+from fastgpu.compress.methods import training_hook
+from fastgpu.config import compile_mode
+from fastgpu.errors import FastGPUError
+from fastgpu.job.recorder import Recorder
+from fastgpu.measure.compiled import compile_record, start_compile_record
+from fastgpu.measure.flops import counted_flops_per_sample, mfu_figures
+from fastgpu.measure.memory import memory_limit, peak_memory, reset_peak_memory
+from fastgpu.measure.meter import RunMeter
+from fastgpu.measure.monitor import ResourceMonitor
+from fastgpu.measure.profiling import StepProfiler
+from fastgpu.measure.quality import eval_metrics
+from fastgpu.measure.reduce import all_reduce
+from fastgpu.results.store import write_metrics
+from fastgpu.train.checkpoint import Progress
+from fastgpu.train.device import resolve_device, seed_everything, set_cpu_threads
+from fastgpu.train.distributed import DistEnv, init_process_group, rank_hosts, shutdown
+from fastgpu.train.loop import fit
+from fastgpu.train.optim import build_optimizer, optimizer_impl
+from fastgpu.train.parallel import no_gradient_sync, rank_param_max_diff, wrap_model
+from fastgpu.train.precision import build_precision, convert_for_precision
+from fastgpu.train.signals import PreemptionWatch
+from fastgpu.zoo.data import build_data
+from fastgpu.zoo.models import build_model, model_stats
+
+
+@dataclass
+class Job:
+    """Everything the training loop works with, built once from the config."""
+
+    cfg: object
+    env: DistEnv
+    device: torch.device
+    precision: object
+    data: object
+    model: torch.nn.Module  # wrapped (DDP/FSDP) where that applies
+    forward: object  # the model, compiled where compile=true
+    parallel: str  # what the model is really wrapped in
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    pruner: object
+    memory_format: torch.memory_format
+    total_steps: int  # optimizer steps
+    steps_per_epoch: int  # optimizer steps per epoch (loader batches / trainer.accumulate_grad_batches)
+    epochs: int
+    metrics: object  # the evaluation metrics (metrics.ClassificationMetrics)
+    stats: dict  # parameter count and size of the bare model
+    flops_per_sample: object = None  # forward + backward FLOPs of one training sample (main rank only)
+    flops_unavailable: object = None  # why there is no FLOP count
+
+    @property
+    def scaler(self):
+        return self.precision.scaler
+
+    def no_sync(self):
+        """The backward of an inner accumulation step leaves gradients local (DDP, FSDP)."""
+        return no_gradient_sync(self.model)
+
+    def to_device(self, batch):
+        x = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return x, batch[1].to(self.device, non_blocking=True)
+
+
+_RUNS_IN_THIS_PROCESS = 0  # an in-process sweep (hydra/launcher=basic) trains several: the report flags it
+
+
+def run(cfg, out_dir: Path, env: DistEnv) -> dict:
+    global _RUNS_IN_THIS_PROCESS
+    runs_before, _RUNS_IN_THIS_PROCESS = _RUNS_IN_THIS_PROCESS, _RUNS_IN_THIS_PROCESS + 1
+    job = build(cfg, env)
+    tcfg = cfg.trainer
+    monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
+    recorder = Recorder(cfg, out_dir, env.is_main, monitor)
+    # the meter and the profiler count loader batches; warmup_steps and profile_steps are optimizer steps, like
+    # max_steps and log_every_n_steps
+    batches = tcfg.accumulate_grad_batches
+    warmup_steps, profiler = tcfg.warmup_steps * batches, None
+    if tcfg.profile and env.is_main:  # the profiled steps are warm-up for the meter: its overhead is never timed
+        profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps * batches)
+        warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps * batches)
+    meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler)
+    p = recorder.open(job, meter)
+    reset_peak_memory(job.device)
+    monitor.start()
+    started_at = utc_now()
+    try:
+        with PreemptionWatch() as preemption, memory_limit(tcfg.memory_limit_mb, job.device):
+            fit(job, p, meter, recorder, preemption)
+    finally:
+        meter.close()
+        if profiler is not None:
+            profiler.close()
+    # where and when it trained: the report flags points timed on one host at the same time
+    when = {"host": socket.gethostname(), "hosts": rank_hosts(), "started_at": started_at, "ended_at": utc_now()}
+    recorder.record_samples(p.step)
+    resources = monitor.stop()
+    measured = meter.summary(env.world_size, all_reduce, monitor.samples, cfg.trainer.log_every_n_steps)
+    if job.data.skipped is not None:  # every rank's count of unreadable samples skipped (data.on_corrupt=skip)
+        measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
+    metrics = summarize(job, p, {**when, **measured, "runs_before_in_process": runs_before})
+    metrics.update(compile_record(compile_mode(cfg)))
+    metrics.update(
+        mfu_figures(
+            job.flops_per_sample,
+            metrics["throughput"],
+            job.device.type,
+            metrics["device_name"],
+            job.precision.name,
+            env.world_size,
+            job.flops_unavailable,
+        )
+    )
+    if profiler is not None:
+        metrics["profile_trace"] = str(profiler.path.relative_to(out_dir)) if profiler.path.exists() else None
+        metrics["profile_top_ops"] = profiler.top_ops
+    metrics["name"] = recorder.rename(job)  # by what ran: a precision fallback, an unwrapped ddp request
+    metrics.update({k: v for k, v in resources.items() if k in ("monitor_samples", "max_gpu_mem_used_mb")})
+    if job.pruner is not None:
+        job.pruner.finish()
+    model_state = recorder.checkpoint(job, meter, complete=True)
+    shutdown(env)
+    if env.is_main:
+        write_metrics(out_dir, metrics)  # the training results are safe before compression and export start
+        metrics.update(compress_and_deploy(cfg, model_state, job.device, job.precision, p.val, out_dir))
+        recorder.finish(metrics)
+    return metrics
+
+
+def build(cfg, env: DistEnv) -> Job:
+    tcfg = cfg.trainer
+    device = resolve_device(tcfg.device, env)
+    precision = build_precision(cfg.precision, device)
+    init_process_group(env, device, cfg.parallel.backend)
+    set_cpu_threads(tcfg.num_threads)
+    seed_everything(tcfg.seed, tcfg.deterministic)
+    torch.backends.cudnn.benchmark = cudnn_benchmark(tcfg)
+    data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
+    bare = build_model(cfg.model, cfg.data)
+    stats = model_stats(bare)
+    sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    # the model as built, on meta; None (with the reason) where it cannot be counted
+    flops, flops_unavailable = counted_flops_per_sample(bare, sample_shape) if env.is_main else (None, None)
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+    bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
+    bare = convert_for_precision(precision, bare)
+    model, parallel = wrap_model(bare, cfg.parallel.strategy, device)
+    accumulate = tcfg.accumulate_grad_batches
+    steps_per_epoch = len(data.train) // accumulate
+    if steps_per_epoch == 0:
+        raise FastGPUError(
+            f"data.batch_size={cfg.data.batch_size} x trainer.accumulate_grad_batches={accumulate} is larger than "
+            "the training set on each rank; lower either"
+        )
+    total_steps = tcfg.max_steps or steps_per_epoch * tcfg.epochs
+    if cfg.compression.name == "prune" and cfg.compression.schedule == "gradual" and parallel == "fsdp":
+        raise FastGPUError(
+            "gradual pruning works with parallel=none or ddp, not fsdp; use compression.schedule=oneshot"
+        )
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    if compile_mode(cfg):
+        start_compile_record()
+    return Job(
+        cfg=cfg,
+        env=env,
+        device=device,
+        precision=precision,
+        data=data,
+        model=model,
+        parallel=parallel,
+        forward=torch.compile(model, mode=compile_mode(cfg)) if compile_mode(cfg) else model,
+        optimizer=optimizer,
+        scheduler=instantiate(cfg.scheduler)(optimizer, total_steps=total_steps),  # None: constant lr
+        pruner=training_hook(cfg.compression, bare, total_steps),  # None unless gradual pruning
+        memory_format=memory_format,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        epochs=math.ceil(total_steps / steps_per_epoch),
+        metrics=eval_metrics(cfg.data.num_classes, device),
+        stats=stats,
+        flops_per_sample=flops,
+        flops_unavailable=flops_unavailable,
+    )
+
+
+def cudnn_benchmark(tcfg) -> bool:
+    """trainer.cudnn_benchmark, where null means on unless the run must be deterministic."""
+    if tcfg.cudnn_benchmark is None:
+        return not tcfg.deterministic
+    return bool(tcfg.cudnn_benchmark)
+
+
+def summarize(job: Job, p: Progress, measured: dict) -> dict:
+    """metrics.json: the meter's figures, quality, memory, model and the setting that ran."""
+    env, cfg = job.env, job.cfg
+    # time to target: training step time until the first evaluation at the target, warm-up/compilation
+    # included, evaluation excluded; the slowest rank's
+    (time_to_target,) = all_reduce([p.time_to_target or 0.0], "max")
+    memory = peak_memory(job.device)
+    memory = dict(zip(memory, all_reduce(list(memory.values()), op="max")))
+    val = p.val
+    metrics = {
+        "status": "ok",
+        "name": cfg.logger.wandb.name,
+        **measured,
+        "time_to_target_s": time_to_target if p.time_to_target is not None else None,
+        "steps_to_target": p.steps_to_target,
+        "target_accuracy": cfg.trainer.target_accuracy,
+        "val_loss": val.get("loss"),
+        **{k: val.get(k) for k in ("accuracy", "precision", "recall", "f1")},
+        "best_accuracy": p.best_accuracy,
+        **memory,
+        **job.stats,
+        "steps": p.step,
+        "steps_per_epoch": job.steps_per_epoch,
+        "epochs": p.epoch + 1,
+        "data": cfg.data.name,
+        "data_loader": cfg.data.loader,
+        "batch_size": cfg.data.batch_size,
+        "global_batch_size": cfg.data.batch_size * env.world_size * cfg.trainer.accumulate_grad_batches,
+        "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+        "world_size": env.world_size,
+        "device": job.device.type,
+        "device_name": device_name(job.device),
+        "precision_mode": job.precision.name,
+        "compile": bool(cfg.compile),
+        "compile_mode": compile_mode(cfg),
+        "optimizer_impl": optimizer_impl(job.optimizer),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "activation_checkpointing": bool(cfg.model.activation_checkpointing),
+        "channels_last": bool(cfg.channels_last),
+        "parallel": job.parallel,
+        "parallel_requested": cfg.parallel.strategy,
+        "wandb_run_id": p.wandb_id,
+        "torch_version": torch.__version__,
+        "fastgpu_version": fastgpu.__version__,
+    }
+    if job.parallel == "ddp":
+        metrics["rank_param_max_diff"] = rank_param_max_diff(job.model)
+    return metrics
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

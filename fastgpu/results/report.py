@@ -1,0 +1,426 @@
+"""The sweep report: results.csv, report.md, plots and a one-line recommendation, from a multirun dir.
+
+    python -m fastgpu.results.report outputs/multirun/2026-11-26/13-30-00 [--baseline precision=fp32] [--tolerance 0.01]
+
+Runs by itself at the end of every multirun (fastgpu.sweep.callbacks.SweepReport) and on demand, also
+while or after jobs run elsewhere (Slurm): it reads only the files in the sweep dir.
+"""
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fastgpu.results.compare import by_device, pool_repeats, recommend, timed_together
+from fastgpu.results.figures import BY_KEY, csv_keys, report_columns, show
+from fastgpu.results.plots import write_plots
+from fastgpu.results.stats import ratio_ci
+from fastgpu.results.store import HISTORY_FILE, UNREADABLE, point_metrics, read_history, read_ledger
+
+COLUMNS = ["point", "rung", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
+# runs a search did not train to the end, or probes it expected to fail: not failures
+SEARCH_STATUSES = ("stopped_early", "promoted", "too_big")
+HALVING_LEDGER, MAX_BATCH_LEDGER = "halving.json", "max_batch.json"
+COMPRESSION_KEYS = [f.key for f in BY_KEY.values() if f.group == "compression"]
+BASELINE_SETTING = {"precision_mode": "fp32", "compile": False, "channels_last": False}
+
+
+def collect_points(sweep_dir: Path) -> list:
+    """One dict per point dir (numbered subdirs with Hydra's .hydra/overrides.yaml), in job order."""
+    points = []
+    for job_dir in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        if not (job_dir.is_dir() and job_dir.name.isdigit() and overrides_file.exists()):
+            continue
+        overrides = [
+            o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra.", "logger."))
+        ]
+        metrics = point_metrics(job_dir, missing={"status": "pending"})
+        try:
+            history = read_history(job_dir) if (job_dir / HISTORY_FILE).exists() else []
+        except (OSError, ValueError):  # a damaged history costs the point its curves and interval, not the report
+            history = []
+        points.append(
+            {
+                "point": int(job_dir.name),
+                "dir": str(job_dir),
+                "overrides": overrides,
+                "metrics": metrics,
+                "history": history,
+            }
+        )
+    return points
+
+
+def find_baseline(points: list, baseline_overrides=()) -> dict:
+    ok = [p for p in points if p["metrics"].get("status") == "ok"]
+    if baseline_overrides:
+        wanted = {o.lower().lstrip("+") for o in baseline_overrides}  # Hydra writes booleans as True/False
+        chosen = [p for p in ok if wanted <= {o.lower().lstrip("+") for o in p["overrides"]}]
+    else:
+        chosen = [
+            p
+            for p in ok
+            if all(p["metrics"].get(k) == v for k, v in BASELINE_SETTING.items())
+            and p["metrics"].get("compression", "none") == "none"
+        ]
+    return (chosen or ok or [None])[0]
+
+
+def peak_memory_mb(metrics: dict):
+    return metrics.get("peak_mem_allocated_mb") or metrics.get("peak_rss_mb")
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _speedup(m: dict, base: dict) -> tuple:
+    """(speed-up, low, high) of a point's throughput over the baseline's: the ratio of the medians of their
+    per-interval rates with a 95% bootstrap interval (no interval where a point recorded no rates)."""
+    if m.get("throughput_intervals") and base.get("throughput_intervals"):
+        return ratio_ci(m["throughput_intervals"], base["throughput_intervals"])
+    return _ratio(m.get("throughput"), base.get("throughput")), None, None
+
+
+def build_rows(points: list, baseline) -> list:
+    base = baseline["metrics"] if baseline else {}
+    rows = []
+    for p in points:
+        m = p["metrics"]
+        row = {
+            "point": p["point"],
+            "name": m.get("name") or "-",
+            "overrides": " ".join(p["overrides"]),
+            "status": m.get("status"),
+            "error": m.get("error", ""),
+            "dir": p["dir"],
+            "peak_memory_mb": peak_memory_mb(m),
+            "rung": p.get("rung"),
+        }
+        row.update({key: m.get(key) for key in COLUMNS if key not in row})
+        row["speedup"], row["speedup_low"], row["speedup_high"] = _speedup(m, base)
+        for key in ("speedup", "latency_ratio"):
+            if row.get(f"{key}_low") is not None:
+                label = "speedup_interval" if key == "speedup" else "latency_interval"
+                row[label] = f"[{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+        row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
+        row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
+        row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if row["accuracy"] is not None and base else None
+        row["baseline"] = baseline is not None and p is baseline
+        rows.append(row)
+    # best first: finished points by throughput, then the rest in job order
+    # best first: by inference speed-up where the sweep varies compression, else by training throughput
+    speed = "latency_ratio" if compression_sweep(rows) else "throughput"
+    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[speed] or 0), r["point"]))
+
+
+def compression_sweep(rows: list) -> bool:
+    """A sweep over compression: its speed is deployed inference latency, not training throughput."""
+    return len({r["compression"] for r in rows if r["status"] == "ok"}) > 1
+
+
+NOISY_CV = 0.2  # per-interval rates varying more than this: the report says the timings are noisy
+TRAINING_SPEED = ("throughput", "throughput_cv", "speedup", "speedup_interval")
+
+
+def _columns(rows: list) -> list:
+    """The table's columns (the figures with a report header), less those no point has a value for (GPU
+    columns on a CPU sweep), the compression ones when no point was compressed, and training speed in a sweep
+    over compression (what it changes is inference latency)."""
+    compressed = any(r.get("compression") not in (None, "none") for r in rows)
+    hidden = TRAINING_SPEED if compression_sweep(rows) else ()
+    return [
+        f
+        for f in report_columns()
+        if any(r.get(f.key) is not None for r in rows)
+        and (compressed or f.group != "compression")
+        and f.key not in hidden
+    ]
+
+
+def _cells(row, columns) -> list:
+    name = row["name"] + (" (baseline)" if row["baseline"] else "")
+    return [name, str(row["status"])] + [show(f, row.get(f.key)) for f in columns]
+
+
+def markdown_table(rows: list) -> str:
+    columns = _columns(rows)
+    headers = ["point", "status"] + [f.header for f in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def terminal_table(rows: list) -> str:
+    columns = _columns(rows)
+    table = [["point", "status"] + [f.header for f in columns]] + [_cells(r, columns) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
+    )
+
+
+def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_gain: float = 0.03) -> dict:
+    """Write results.csv, report.md and the plots into `sweep_dir`; return what was found. Each device
+    the sweep ran on gets its own baseline, table and recommendation."""
+    sweep_dir = Path(sweep_dir)
+    points = collect_points(sweep_dir)
+    halving = mark_rungs(points, read_ledger(sweep_dir, HALVING_LEDGER))
+    max_batch = mark_probes(points, read_ledger(sweep_dir, MAX_BATCH_LEDGER))
+    shared_process = [p["metrics"].get("name") for p in points if p["metrics"].get("runs_before_in_process")]
+    points = pool_repeats(points)
+    groups = by_device(points)
+    rows, sections, recommendations, baseline = [], [], [], None
+    for device, group in groups.items():
+        baseline = find_baseline(group, baseline_overrides)
+        group_rows = build_rows(group, baseline)
+        recommendation = recommend(group_rows, tolerance, min_gain)
+        rows += group_rows
+        heading = [f"## On {device}", ""] if len(groups) > 1 else []
+        recommendations.append(f"On {device}: {recommendation}" if len(groups) > 1 else recommendation)
+        sections += heading + [
+            recommendations[-1],
+            "",
+            f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; speed-up (with its 95% interval), "
+            "Δacc and memory ratio are against it.",
+            "",
+            markdown_table(group_rows),
+            "",
+        ]
+    recommendation = "\n".join(recommendations)
+    for search in (max_batch or {}).get("searches", []):
+        if search["max_batch_size"] and not search["failure"]:
+            recommendation = f"Largest batch that fits: {search['max_batch_size']}.\n" + recommendation
+    overlaps = timed_together(rows)
+    if overlaps:
+        pairs = ", ".join(f"'{a['name']}' and '{b['name']}' on {a['host']}" for a, b in overlaps)
+        caveat = (
+            f"Caution: points timed at the same time on one machine ({pairs}) measured each other as much as "
+            "themselves; run one point at a time (hydra.launcher.max_parallel_points=1) before acting on them."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
+    noisy = [r for r in rows if r["status"] == "ok" and (r.get("throughput_cv") or 0) > NOISY_CV]
+    if noisy:
+        names = ", ".join(f"'{r['name']}' (CV {r['throughput_cv']:.0%})" for r in noisy)
+        caveat = (
+            f"Caution: noisy timings — {names} varied by more than {NOISY_CV:.0%} between log intervals; something "
+            "else was using the machine, or the intervals are too short (raise trainer.log_every_n_steps)."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
+
+    if shared_process:
+        caveat = (
+            f"Caution: {', '.join(map(repr, shared_process))} trained in a process that had trained other points "
+            "before (hydra/launcher=basic), which can slow later points by a quarter; rerun with the default "
+            "launcher (each point in its own process) before acting on them."
+        )
+        recommendation += "\n" + caveat
+        sections = [caveat, ""] + sections
+
+    with open(sweep_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS + ["baseline"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plots = write_plots(rows, points, sweep_dir) if rows else []
+    unreadable = [r for r in rows if r["status"] == UNREADABLE]
+    failed = [r for r in rows if r["status"] not in ("ok", "pending", UNREADABLE, *SEARCH_STATUSES)]
+    lines = [
+        f"# FastGPU sweep report: {sweep_dir}",
+        "",
+        f"{len(rows)} points, {len(rows) - len(failed) - len(unreadable)} without failure, {len(failed)} failed"
+        + (f", {len(unreadable)} unreadable." if unreadable else "."),
+        "",
+    ]
+    lines += sections
+    lines += rung_section(halving, rows) + max_batch_section(max_batch)
+    if failed:
+        lines += (
+            ["## Failed points", ""]
+            + [f"- `{r['name']}` ({r['overrides']}): **{r['status']}** — {r['error']} — `{r['dir']}`" for r in failed]
+            + [""]
+        )
+    if unreadable:
+        lines += ["## Unreadable results", ""] + [f"- `{r['name']}`: {r['error']}" for r in unreadable] + [""]
+    lines += where_time_goes(points)
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return {
+        "rows": rows,
+        "recommendation": recommendation,
+        "failed": failed,
+        "unreadable": unreadable,
+        "plots": plots,
+        "baseline": baseline,
+        "timed_together": overlaps,
+        "halving": halving,
+        "max_batch": max_batch,
+    }
+
+
+def mark_rungs(points: list, ledger) -> dict:
+    """Successive halving (halving.json): each run's rung, and the runs that did not train to the end marked
+    `stopped_early` (lost a rung) or `promoted` (went on: its last rung is the one that counts). Their
+    metrics.json stay what the runs measured; only the report's rows carry the mark."""
+    if not ledger:
+        return None
+    decisions = {p["job"]: (r["rung"], p.get("decision")) for r in ledger["rungs"] for p in r["points"]}
+    for point in points:
+        rung, decision = decisions.get(point["point"], (None, None))
+        point["rung"] = rung
+        if decision in SEARCH_STATUSES and point["metrics"].get("status") == "ok":
+            point["metrics"] = {**point["metrics"], "status": decision}
+    return ledger
+
+
+def mark_probes(points: list, ledger) -> dict:
+    """The max-batch search (max_batch.json): its out-of-memory probes are `too_big`, the answer it looked for."""
+    if not ledger:
+        return None
+    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] == "oom"}
+    for point in points:
+        if point["point"] in too_big and point["metrics"].get("status") == "oom":
+            point["metrics"] = {**point["metrics"], "status": "too_big"}
+    return ledger
+
+
+def max_batch_section(ledger) -> list:
+    if not ledger:
+        return []
+    lines = ["## Largest batch that fits", ""]
+    for search in ledger["searches"]:
+        setting = " ".join(o for o in search["setting"] if not o.startswith(("logger.", "hydra.", "trainer.progress")))
+        if search["failure"]:
+            answer = f"search stopped: batch {search['failure']['batch_size']} failed ({search['failure']['error']})"
+        elif search["hit_limit"]:
+            answer = f"every size up to {search['max_batch_size']} fit (raise hydra.sweeper.limit to look further)"
+        else:
+            answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
+        cap, grown = search.get("memory_limit_mb"), [p.get("memory_growth_mb") or 0 for p in search["probes"]]
+        if cap and not search.get("smallest_oom"):
+            answer += (
+                f"; memory never limited it: the most a probe added was {max(grown):,.0f} MB of the {cap:,.0f} MB cap"
+            )
+        lines += [f"`{setting}`: {answer}", "", "| batch | status | samples/s | peak MB |", "|---|---|---|---|"]
+        for p in sorted(search["probes"], key=lambda p: p["batch_size"]):
+            speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
+            memory = f"{p['peak_memory_mb']:,.0f}" if p.get("peak_memory_mb") else "-"
+            lines.append(f"| {p['batch_size']} | {p['status']} | {speed} | {memory} |")
+        lines.append("")
+    return lines
+
+
+def _rung_size(rung: dict, baseline_index) -> str:
+    """'6', or after rung 1 '2 + baseline' / '1 + baseline + 2 accuracy guard': the winners eta and final_points
+    chose, and the points kept for another reason."""
+    points = rung["points"]
+    if rung["rung"] == 1 or baseline_index is None:
+        return str(len(points))
+    guard = sum(1 for p in points if p.get("guard"))
+    has_base = any(p.get("grid_index") == baseline_index for p in points)
+    size = f"{len(points) - guard - has_base}" + (" + baseline" if has_base else "")
+    return size + (f" + {guard} accuracy guard" if guard else "")
+
+
+def rung_section(ledger, rows: list) -> list:
+    if not ledger:
+        return []
+    names = {r["point"]: r["name"] for r in rows}
+    sizes = " -> ".join(_rung_size(r, ledger.get("baseline_index")) for r in ledger["rungs"])
+    lines = [
+        f"## Successive halving: eta={ledger['eta']}, probe {ledger['probe_steps']} steps, {sizes} points",
+        "",
+        "| rung | steps | point | samples/s | accuracy | decision |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rung in ledger["rungs"]:
+        for p in sorted(rung["points"], key=lambda p: -(p.get("throughput") or 0)):
+            speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
+            accuracy = f"{p['accuracy']:.4f}" if p.get("accuracy") is not None else "-"
+            steps = rung["max_steps"] or "full"
+            decision = p.get("decision") if p.get("status") == "ok" else p.get("status")
+            decision += " (accuracy guard)" if p.get("guard") else ""
+            lines.append(
+                f"| {rung['rung']} | {steps} | {names.get(p['job'], p['job'])} | {speed} | {accuracy} | {decision} |"
+            )
+    if ledger.get("sweep_cost_saved") is not None:
+        lines += [
+            "",
+            f"Search cost: {ledger['device_hours_spent']:.3f} device-hours measured (every run's start-up, data, "
+            f"evaluation and export included) against an estimated {ledger['device_hours_full_grid']:.3f} for the "
+            f"full grid (sweep_cost_saved {ledger['sweep_cost_saved']:.0%}); {ledger['steps_spent']:,} steps "
+            f"against {ledger['steps_full_grid']:,}. The recommendation is made among the points that trained to "
+            "the end.",
+        ]
+    return lines + [""]
+
+
+def where_time_goes(points: list, n: int = 5) -> list:
+    """Per profiled point (trainer.profile=true): its top ops by device time and the trace to open."""
+    profiled = [p for p in points if p["metrics"].get("profile_top_ops")]
+    if not profiled:
+        return []
+    lines = ["## Where the time goes (profiled steps, self time)", ""]
+    for point in profiled:
+        m = point["metrics"]
+        ops = ", ".join(f"`{op['op']}` {op['share']:.0%}" for op in m["profile_top_ops"][:n])
+        trace = f"{point['dir']}/{m['profile_trace']}" if m.get("profile_trace") else "no trace"
+        lines.append(f"- **{m.get('name')}**: {ops} — trace `{trace}`")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastgpu.results.report", description="Build the report of a FastGPU sweep dir."
+    )
+    parser.add_argument("sweep_dir")
+    parser.add_argument(
+        "--baseline", nargs="*", default=None, help="overrides naming the baseline point, e.g. precision=fp32"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=None, help="accuracy (fraction) the recommendation may give up"
+    )
+    parser.add_argument("--min-gain", type=float, default=None, help="speed-up a point must reliably beat (0.03)")
+    args = parser.parse_args(argv)
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        print(
+            f"fastgpu.results.report: error: {sweep_dir} is not a directory; "
+            "pass a multirun dir such as outputs/multirun/DATE/TIME",
+            file=sys.stderr,
+        )
+        return 2
+    saved = (
+        OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").exists() else OmegaConf.create()
+    )
+    baseline = args.baseline if args.baseline is not None else list(OmegaConf.select(saved, "report.baseline") or [])
+    tolerance = (
+        args.tolerance
+        if args.tolerance is not None
+        else OmegaConf.select(saved, "report.accuracy_tolerance", default=0.01)
+    )
+    min_gain = args.min_gain if args.min_gain is not None else OmegaConf.select(saved, "report.min_gain", default=0.03)
+    report = build_report(sweep_dir, baseline, tolerance, min_gain)
+    if not report["rows"]:
+        print(
+            f"fastgpu.results.report: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}",
+            file=sys.stderr,
+        )
+        return 2
+    print(terminal_table(report["rows"]))
+    print(report["recommendation"])
+    print(f"report: {sweep_dir / 'report.md'}")
+    for row in report["unreadable"]:
+        print(f"fastgpu.results.report: {row['error']}", file=sys.stderr)
+    if len(report["unreadable"]) == len(report["rows"]):
+        print(f"fastgpu.results.report: error: no point of {sweep_dir} has readable results", file=sys.stderr)
+        return 2
+    return 1 if report["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Hydra callbacks: dirs refused before Hydra writes into them, and the sweep report at the end of every multirun."""
+
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from fastgpu.errors import refuse_or_exit
+
+
+class OwnedDirs(Callback):
+    """Before Hydra writes into it: refuse a sweep dir holding another sweep; hold its lock while the sweep runs.
+    (A single run's dir is checked by fastgpu.job.preflight.CheckBeforeWriting.)"""
+
+    lock = None
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from fastgpu.results.rundirs import DirLock, check_sweep_dir
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        refuse_or_exit(check_sweep_dir, sweep_dir, config)
+        self.lock = refuse_or_exit(DirLock(sweep_dir, "hydra.sweep.dir").acquire)
+        # what the sweep was asked (its swept keys name the points): Hydra's basic sweeper writes it too, the
+        # Optuna sweeper does not
+        from omegaconf import OmegaConf
+
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+class SweepReport(Callback):
+    """Writes results.csv / report.md / plots, prints the table, logs a W&B sweep-report run.
+
+    Exits non-zero when any point failed, so a sweep's exit code says whether it is complete.
+    """
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from fastgpu.results.naming import sweep_group
+        from fastgpu.results.report import build_report, terminal_table
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        report = build_report(
+            sweep_dir, list(config.report.baseline), config.report.accuracy_tolerance, config.report.min_gain
+        )
+        if not report["rows"]:
+            return
+        print(
+            f"\nFastGPU sweep: {sweep_dir}\n{terminal_table(report['rows'])}\n{report['recommendation']}\n"
+            f"report: {sweep_dir / 'report.md'}"
+        )
+        experiment = config.hydra.runtime.choices.get("experiment")
+        group = config.logger.wandb.group or sweep_group(sweep_dir, experiment)
+        from fastgpu.results.wandb_logger import log_sweep_report
+
+        log_sweep_report(config, sweep_dir, group, report)
+        for row in report["unreadable"]:
+            print(f"fastgpu: {row['error']}", file=sys.stderr)
+        if report["failed"]:
+            print(
+                f"fastgpu: {len(report['failed'])} of {len(report['rows'])} sweep points failed; "
+                f"see {sweep_dir / 'report.md'}",
+                file=sys.stderr,
+            )
+            sys.exit(1)

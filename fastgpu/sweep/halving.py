@@ -1,0 +1,224 @@
+"""Successive halving over sweep points (`hydra/sweeper=halving`): measure every point's speed briefly, train
+only the fastest to the end.
+
+Rung 1 runs every grid point for `trainer.warmup_steps + probe_steps` steps: enough for a steady throughput,
+far from enough for accuracy. The fastest 1/eta (at least `final_points`) go on to a rung eta times longer, and
+so on until `final_points` remain; they train to the run's own full budget (its epochs or max_steps). The
+baseline point (`report.baseline`, else the fp32/eager/no-channels_last point) is guarded: it is promoted every
+time, so the last rung has the accuracy the recommendation is checked against. The accuracy guard: when none of the
+last rung keeps accuracy, the next fastest train to the end too (up to `guard_points`), so a fast point that
+loses accuracy cannot hide the point the full grid would recommend.
+
+Every run is a real point dir. `halving.json` records the rungs and decisions (`promoted`, `stopped_early`,
+`final`) and what the search cost against the full grid; the report reads it. Torch-free.
+"""
+
+import math
+from datetime import datetime
+
+from fastgpu.sweep.adaptive import AdaptiveSweeper, speed
+
+LEDGER = "halving.json"
+
+
+class HalvingSweeper(AdaptiveSweeper):
+    ledger_file = LEDGER
+
+    def __init__(self, params=None, eta: int = 3, probe_steps: int = 30, final_points: int = 1, guard_points: int = 2):
+        super().__init__(params)
+        if eta < 2 or probe_steps < 1 or final_points < 1:
+            from fastgpu.errors import FastGPUError
+
+            raise FastGPUError(
+                f"hydra.sweeper: eta={eta}, probe_steps={probe_steps}, final_points={final_points}; use eta >= 2, "
+                "probe_steps >= 1 and final_points >= 1"
+            )
+        self.eta, self.probe_steps, self.final_points, self.guard_points = eta, probe_steps, final_points, guard_points
+
+    def sweep(self, arguments):
+        self.start()
+        grid = self.grid(arguments)
+        trainer = self.config.trainer
+        full = trainer.max_steps  # None: the run's epochs decide; known after the last rung
+        budget = trainer.warmup_steps + self.probe_steps
+        alive, baseline, rungs = list(range(len(grid))), None, []
+        final = len(grid) <= self.final_points or (full is not None and budget >= full)
+        while True:
+            rung = len(rungs) + 1
+            results = self.run([self.rung_point(grid[i], rung, None if final else budget) for i in alive])
+            for index, result in zip(alive, results):
+                result["grid_index"] = index
+            if baseline is None:
+                baseline = self._baseline(grid, results)
+                self.warn_if_short(results, budget)
+            rungs.append({"rung": rung, "max_steps": None if final else budget, "points": results})
+            if final:
+                for result in results:
+                    result["decision"] = "final"
+                self.guard_accuracy(grid, baseline, rungs)
+                break
+            contenders = [r for r in results if r["grid_index"] != baseline]
+            full = full or self.full_steps(results)  # an epochs budget is known once a point has run
+            if full is not None and budget * self.eta >= full:  # the next rung trains to the end: final_points go
+                keep = self.final_points
+            else:
+                keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
+            ranked = sorted((r for r in contenders if speed(r) > -math.inf), key=speed, reverse=True)
+            winners = {r["grid_index"] for r in ranked[:keep]}
+            for result in results:
+                promoted = result["grid_index"] in winners or result["grid_index"] == baseline
+                result["decision"] = "promoted" if promoted and result.get("status") == "ok" else "stopped_early"
+            self.write_ledger(self.ledger(grid, baseline, rungs))  # a sweep stopped here resumes from its points
+            alive = sorted(r["grid_index"] for r in results if r["decision"] == "promoted")
+            if not alive:  # nothing finished this rung: nothing to train further
+                break
+            budget *= self.eta
+            final = len(winners) <= self.final_points or (full is not None and budget >= full)
+        self.write_ledger(self.ledger(grid, baseline, rungs, done=True))
+        return [rungs]
+
+    def guard_accuracy(self, grid: list, baseline, rungs: list) -> None:
+        """The accuracy guard: when no point of the last rung is both faster than the baseline and within
+        `report.accuracy_tolerance` of its accuracy, train the next fastest point (by its last measured speed)
+        to the end too, up to `guard_points` more, stopping at one that keeps accuracy or is not faster than the
+        baseline: the point the full grid would recommend is then trained, even if a faster one loses accuracy."""
+        last = rungs[-1]["points"]
+        base = next((r for r in last if r["grid_index"] == baseline), None)
+        if base is None or base.get("status") != "ok" or base.get("accuracy") is None or len(rungs) < 2:
+            return
+        floor = base["accuracy"] - self.config.report.accuracy_tolerance
+        # only points that ran the rung before the last: no point skips a rung
+        trained = {r["grid_index"] for r in last}
+        reserve = sorted((r for r in rungs[-2]["points"] if r["grid_index"] not in trained), key=speed, reverse=True)
+        for _ in range(self.guard_points):
+            kept = [r for r in last if r is not base and speed(r) > speed(base) and (r.get("accuracy") or 0) >= floor]
+            if kept or not reserve or speed(reserve[0]) <= speed(base):
+                return
+            candidate = reserve.pop(0)
+            candidate["decision"] = "promoted"
+            (result,) = self.run([self.rung_point(grid[candidate["grid_index"]], rungs[-1]["rung"], None)])
+            result.update(grid_index=candidate["grid_index"], decision="final", guard=True)
+            last.append(result)
+
+    def full_steps(self, results: list):
+        """The full budget in steps: trainer.max_steps, else epochs x the steps per epoch a point recorded."""
+        trainer = self.config.trainer
+        per_epoch = max((r.get("steps_per_epoch") or 0 for r in results), default=0)
+        return trainer.max_steps or (trainer.epochs * per_epoch) or None
+
+    def warn_if_short(self, results: list, probe: int) -> None:
+        """Halving pays each point's fixed cost (start-up, data, evaluation, export) again in every rung: it is
+        cheaper than the grid only when the full budget is many probes long. Say so when it is under 10x."""
+        full = self.full_steps(results)
+        if full and full < 10 * probe:
+            import sys
+
+            print(
+                f"fastgpu: warning: halving: the full budget ({full} steps) is only {full / probe:.1f}x the probe "
+                f"({probe} steps, warm-up included); below 10x, halving can cost more than running the whole grid "
+                "(drop hydra/sweeper=halving, or lower hydra.sweeper.probe_steps)",
+                file=sys.stderr,
+            )
+
+    def rung_point(self, point: list, rung: int, budget) -> list:
+        """A grid point's overrides for a rung: its budget (none in the last rung: the run's own), log steps
+        frequent enough for several throughput intervals, and the rung as the W&B job type."""
+        extra = [f"logger.wandb.job_type=halving-rung{rung}"]
+        if budget is not None:
+            steady = budget - self.config.trainer.warmup_steps
+            log_every = max(1, min(self.config.trainer.log_every_n_steps, steady // 4))
+            extra += [f"trainer.max_steps={budget}", f"trainer.log_every_n_steps={log_every}"]
+        replaced = {o.split("=", 1)[0] for o in extra}
+        return [o for o in point if o.split("=", 1)[0].lstrip("+") not in replaced] + extra
+
+    def ledger(self, grid: list, baseline, rungs: list, done: bool = False) -> dict:
+        return {
+            "sweeper": "halving",
+            "done": done,
+            "eta": self.eta,
+            "probe_steps": self.probe_steps,
+            "final_points": self.final_points,
+            "grid_points": len(grid),
+            "baseline": grid[baseline] if baseline is not None else None,
+            "baseline_index": baseline,
+            "rungs": [{**r, "points": [_brief(p) for p in r["points"]]} for r in rungs],
+            **(cost(rungs, len(grid)) if done else {}),
+        }
+
+    def _baseline(self, grid: list, results: list):
+        """The grid index of the baseline point among rung 1's results."""
+        from fastgpu.results.report import find_baseline
+
+        points = [{"metrics": r, "overrides": r["overrides"], "index": r["grid_index"]} for r in results]
+        chosen = find_baseline(points, list(self.config.report.baseline))
+        return chosen["index"] if chosen else None
+
+
+def _brief(result: dict) -> dict:
+    keys = (
+        "job",
+        "grid_index",
+        "status",
+        "decision",
+        "guard",
+        "throughput",
+        "accuracy",
+        "steps",
+        "world_size",
+        "error",
+        "launch_wall_s",
+    )
+    return {**{k: result.get(k) for k in keys}, "wall_s": wall_seconds(result)}
+
+
+def _wall(result: dict) -> float:
+    """A run's share of its launch's wall time, else (a ledger written before it was recorded) its training span."""
+    return result.get("launch_wall_s") or wall_seconds(result) or 0.0
+
+
+def wall_seconds(result: dict):
+    """Seconds from the run's start to its end as it recorded them, or None."""
+    try:
+        start, end = (datetime.fromisoformat(result[k]) for k in ("started_at", "ended_at"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def cost(rungs: list, grid_points: int) -> dict:
+    """Device time and steps the search spent, against an estimate of the full grid's.
+
+    Spent: every run's share of its launch's wall time on the sweep's clock (start-up, data, evaluation and export
+    included), times its devices. The grid: a point trained to the end costs what it cost; a point stopped early
+    costs its last run plus the training steps it did not take (at its own measured time per step) and the
+    evaluations the final points made beyond its own. Fixed costs are paid once per run, so many short rungs can
+    cost more than the grid; `experiments/search_benchmark.py` measures both on one machine."""
+    final = [p for p in rungs[-1]["points"] if p.get("status") == "ok" and p.get("steps")]
+    if not final:
+        return {"sweep_cost_saved": None}
+    full_steps = max(p["steps"] for p in final)
+    full_eval_s = sum(p.get("eval_time_s") or 0.0 for p in final) / len(final)
+    last_run = {}
+    spent_s = spent_steps = 0.0
+    for rung in rungs:
+        for p in rung["points"]:
+            spent_s += _wall(p) * (p.get("world_size") or 1)
+            spent_steps += p.get("steps") or 0
+            last_run[p["grid_index"]] = p
+    grid_s, measured = 0.0, 0
+    for p in last_run.values():
+        steps, train_s = p.get("steps"), p.get("train_time_s")
+        if not (_wall(p) and steps and train_s):
+            continue
+        missing_steps = max(full_steps - steps, 0)
+        missing_eval = max(full_eval_s - (p.get("eval_time_s") or 0.0), 0.0) if missing_steps else 0.0
+        grid_s += (_wall(p) + train_s / steps * missing_steps + missing_eval) * (p.get("world_size") or 1)
+        measured += 1
+    grid_s += (grid_points - measured) * (grid_s / max(measured, 1))  # failed points: the mean estimate
+    return {
+        "device_hours_spent": spent_s / 3600,
+        "device_hours_full_grid": grid_s / 3600,
+        "steps_spent": int(spent_steps),
+        "steps_full_grid": grid_points * full_steps,
+        "sweep_cost_saved": 1 - spent_s / grid_s if grid_s > 0 else None,
+    }

@@ -1,0 +1,1 @@
+"""What a run is built from: models and datasets."""
