@@ -54,7 +54,7 @@ def plain_loop(cfg, device, steps: int) -> None:
     """What a user writes by hand: build, then `steps` steps; no logging, no metrics."""
     torch.manual_seed(cfg.trainer.seed)
     loader = build_data(cfg.data, cfg.trainer.seed, device=device).train
-    model = build_model(cfg.model, cfg.data).to(device)
+    model = build_model(cfg.model).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
     done = 0
@@ -115,7 +115,7 @@ def main() -> None:
             cfg = compose("config", overrides=overrides)
         ratios, fast_step, plain_step, cpu_ratios = [], [], [], []
         # one untimed call of each first: the first call in a process pays its one-time imports and initialisation
-        # (W&B, scikit-learn, torch's first kernels), which would shrink that side's marginal step in round 0
+        # (W&B, torch's first kernels), which would shrink that side's marginal step in round 0
         with tempfile.TemporaryDirectory() as tmp:
             fastgpu_loop(cfg, n1, Path(tmp) / "warm")
             plain_loop(cfg, device, n1)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 from fastgpu.zoo.models import build_model  # noqa: E402
 
 DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,19 +53,17 @@ def run(setting: dict, args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = setting["precision"] == "tf32"
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
-    model_cfg = OmegaConf.create(
+    # the same model FastGPU builds: its model config, with the data facts it interpolates
+    config = OmegaConf.create(
         {
-            "name": args.model,
-            "width": 32,
-            "hidden_dims": [256, 256],
-            "dropout": 0.0,
-            "stem": args.stem,
-            "activation_checkpointing": False,
+            "model": OmegaConf.load(REPO / "fastgpu" / "conf" / "model" / f"{args.model}.yaml"),
+            "data": {"channels": 3, "image_size": args.image_size, "num_classes": args.classes},
         }
     )
-    data_cfg = OmegaConf.create({"channels": 3, "image_size": args.image_size, "num_classes": args.classes})
+    if "stem" in config.model:
+        config.model.stem = args.stem
     memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format
-    model = build_model(model_cfg, data_cfg).to(device, memory_format=memory_format)
+    model = build_model(config.model).to(device, memory_format=memory_format)
     forward = torch.compile(model, mode=setting["compile"]) if setting["compile"] else model
     fused = {"fused": True} if setting["fused"] else {}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, **fused)

@@ -11,38 +11,6 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
-class ModelConfig:
-    name: str = "small_cnn"  # small_cnn | resnet18 | resnet50 | mlp
-    width: int = 32  # small_cnn: channels of the first stage
-    hidden_dims: List[int] = field(default_factory=lambda: [256, 256])  # mlp
-    dropout: float = 0.0
-    stem: str = "auto"  # resnets: imagenet | cifar | auto (cifar-style stem for inputs <= 64 px)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory, more time)
-
-
-@dataclass
-class DataConfig:
-    name: str = "digits"  # digits | synthetic | cifar10 | imagefolder
-    loader: str = "torch"  # torch (DataLoader) | dali (NVIDIA DALI decoding pipeline; imagefolder only)
-    root: Optional[str] = None  # cifar10 / imagefolder: a local path, never downloaded
-    num_classes: int = 10
-    channels: int = 1
-    image_size: int = 8
-    train_samples: int = 0  # synthetic only
-    val_samples: int = 0  # synthetic only
-    val_fraction: float = 0.2  # digits only
-    batch_size: int = 64  # per process
-    eval_batch_size: int = 256
-    num_workers: int = 0
-    pin_memory: bool = False
-    persistent_workers: bool = False
-    prefetch_factor: Optional[int] = None
-    drop_last: bool = True
-    device_resident: bool = False  # digits/synthetic: keep the whole dataset on the training device (no host copies)
-    on_corrupt: str = "fail"  # imagefolder: an unreadable image fails the run naming the file, or is skipped (counted)
-
-
-@dataclass
 class PrecisionConfig:
     name: str = "fp32"  # fp32 | tf32 | bf16 | fp16 | fp8 (torchao float8 training; sm_89+ GPUs)
     fallback: Optional[str] = None  # precision to use where the device cannot do `name`; None: error
@@ -50,7 +18,8 @@ class PrecisionConfig:
 
 @dataclass
 class ParallelConfig:
-    strategy: str = "none"  # none | ddp | fsdp
+    strategy: str = "none"  # none | ddp | fsdp | a user's own: what the run is recorded as
+    wrap: Any = None  # _target_ of wrap(model, device) once the process group is up (_partial_: true); null: none
     nproc_per_node: int = 1  # processes FastGPU starts itself (ignored under torchrun / srun)
     backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
     master_port: int = 0  # 0: pick a free port
@@ -59,6 +28,7 @@ class ParallelConfig:
 @dataclass
 class CompressionConfig:
     name: str = "none"  # none | prune | prune_structured | quantize_dynamic | quantize_static | qat | sparse24
+    method: Any = None  # _target_ of method(cfg, model, io) -> (model, device, facts) (_partial_: true)
     amount: float = 0.5  # prune / prune_structured: fraction of weights (channels) removed
     scope: str = "global"  # prune: global ranking or per layer
     schedule: str = "oneshot"  # prune: oneshot (after training, then finetune_epochs) | gradual (during training)
@@ -135,8 +105,10 @@ class ReportConfig:
 
 @dataclass
 class FastGPUConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    # built with hydra.utils.instantiate from their `_target_` (fastgpu/components.py): any keys the target takes,
+    # beside FastGPU's own (zoo/models.py MODEL_KEYS, zoo/data.py LOADER_KEYS); ranges below where a key is present
+    model: Any = None
+    data: Any = None
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
@@ -180,6 +152,8 @@ class Range:
             if isinstance(value, bool) or isinstance(value, int) and any(isinstance(c, bool) for c in self.choices):
                 return any(value is c for c in self.choices)
             return value in self.choices or (self.pattern is not None and re.fullmatch(self.pattern, str(value)))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):  # "abc" where a number belongs
+            return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
         return above and below
@@ -238,6 +212,11 @@ RANGES = {
     "data.prefetch_factor": _at_least(1, optional=True),
     "data.on_corrupt": _one_of("fail", "skip"),
     "data.loader": _one_of("torch", "dali"),
+    **{
+        f"data.{key}": _one_of(False, True)
+        for key in ("pin_memory", "persistent_workers", "drop_last", "device_resident")
+    },
+    "model.activation_checkpointing": _one_of(False, True),
     "parallel.nproc_per_node": _at_least(1),
     "parallel.backend": _one_of("auto", "gloo", "nccl"),
     "parallel.master_port": _between(0, 65535),
@@ -299,10 +278,8 @@ def check_ranges(cfg) -> None:
     absent = object()
     for key, valid in RANGES.items():
         value = OmegaConf.select(cfg, key, default=absent)
-        if value is absent and key.startswith(("optimizer.", "scheduler.")):  # not a key of the chosen one
+        if value is absent:  # not a key of the chosen model, dataset, optimizer or scheduler
             continue
-        if value is absent:
-            value = None
         if not valid.ok(value):
             raise FastGPUError(f"{key}={value!r} is out of range; use {valid.expected}")
     gradual = cfg.compression.schedule == "gradual"

@@ -37,6 +37,7 @@ LONGEST_FIRST = (
     "test_comparison.py",
     "test_monitor_and_examples.py",
     "test_search.py",
+    "test_layout.py",
     "test_resume.py",
     "test_config.py",
 )

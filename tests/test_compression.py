@@ -84,7 +84,7 @@ def test_exported_model_loads_without_fastgpu_and_predicts_like_the_model(runs, 
         "assert 'fastgpu' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
-    model = build_model(cfg.model, cfg.data)
+    model = build_model(cfg.model)
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"])
     if option == "prune":  # the checkpoint is the trained model; the export is the pruned, fine-tuned one
         exported_logits = torch.load(tmp_path / "logits.pt")

@@ -58,8 +58,7 @@ def test_int8_is_measured_where_it_is_deployed():
 
 
 def test_sparse24_plan_counts_eligible_layers_and_their_flops_share():
-    data = compose_cfg("model=mlp").data
-    mlp = build_model(compose_cfg("model=mlp").model, data)  # 64 -> 256 -> 256 -> 10
+    mlp = build_model(compose_cfg("model=mlp").model)  # 64 -> 256 -> 256 -> 10
     plan = C.sparse24_plan(mlp, torch.randn(4, 1, 8, 8))
     assert len(plan["layers"]) == 2
     expected = (64 * 256 + 256 * 256) / (64 * 256 + 256 * 256 + 256 * 10)
@@ -68,7 +67,7 @@ def test_sparse24_plan_counts_eligible_layers_and_their_flops_share():
 
 def test_sparse24_with_no_eligible_layer_or_full_precision_is_one_line():
     cfg = compose_cfg("model=small_cnn")
-    model = build_model(cfg.model, cfg.data).eval()
+    model = build_model(cfg.model).eval()
     cpu_bf16 = build_precision(compose_cfg("precision=bf16").precision, torch.device("cpu"))
     cuda = torch.device("cuda")  # the checks below come before any CUDA work
     with pytest.raises(

@@ -52,7 +52,7 @@ def test_optimizer_impl_runs_the_kernel_it_names(name):
 
 def _mlp_grads(batches, accumulate):
     torch.manual_seed(0)
-    model = build_model(compose_cfg("model=mlp").model, compose_cfg().data)
+    model = build_model(compose_cfg("model=mlp").model)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for x, y in batches:
         backward_step(model, x, y, scaler, contextlib.nullcontext, accumulate)
@@ -106,11 +106,11 @@ def _saved_bytes(model, x) -> int:
 
 
 def test_activation_checkpointing_keeps_less_for_backward_and_the_same_gradients():
-    data = compose_cfg("data=synthetic", "data.image_size=32", "data.channels=3").data
+    data = ("data=synthetic", "data.image_size=32", "data.channels=3")
     grads, saved = {}, {}
     for on in (False, True):
         torch.manual_seed(0)
-        model = build_model(compose_cfg("model=resnet18", f"model.activation_checkpointing={on}").model, data)
+        model = build_model(compose_cfg("model=resnet18", f"model.activation_checkpointing={on}", *data).model)
         assert any(isinstance(m, Checkpointed) for m in model.modules()) == on
         torch.manual_seed(1)
         saved[on] = _saved_bytes(model, torch.randn(8, 3, 32, 32))
@@ -119,7 +119,7 @@ def test_activation_checkpointing_keeps_less_for_backward_and_the_same_gradients
     for a, b in zip(grads[False], grads[True]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(FastGPUError, match="activation_checkpointing=true works for small_cnn, resnet18"):
-        build_model(compose_cfg("model=mlp", "model.activation_checkpointing=true").model, data)
+        build_model(compose_cfg("model=mlp", "model.activation_checkpointing=true", *data).model)
 
 
 def test_flop_count_of_a_known_mlp_equals_the_hand_count():
@@ -135,9 +135,8 @@ def test_flops_leave_out_recomputation_and_a_model_that_cannot_be_counted_costs_
     from fastgpu.measure.flops import counted_flops_per_sample
     from fastgpu.zoo.models import build_model
 
-    data = compose_cfg().data
-    plain = build_model(compose_cfg().model, data)
-    checkpointed = build_model(compose_cfg("model.activation_checkpointing=true").model, data)
+    plain = build_model(compose_cfg().model)
+    checkpointed = build_model(compose_cfg("model.activation_checkpointing=true").model)
     assert training_flops_per_sample(checkpointed, (1, 8, 8)) == training_flops_per_sample(plain, (1, 8, 8))
 
     class DataDependent(torch.nn.Module):  # .item() has no meaning on the meta device

@@ -35,9 +35,9 @@ def _batches():
 def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1, skip_sync: bool = True):
     """Train the mlp on this rank's share of the global batches, in `accumulate` micro-batches per step (gradients
     synchronised on the last only, unless `skip_sync` is off); return (model, what it was wrapped in)."""
-    cfg = compose_cfg("model=mlp")
+    cfg = compose_cfg("model=mlp", f"parallel={strategy}")
     torch.manual_seed(0)
-    model, wrapped = wrap_model(build_model(cfg.model, cfg.data), strategy, torch.device("cpu"))
+    model, wrapped = wrap_model(build_model(cfg.model), cfg.parallel, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     share = GLOBAL_BATCH // world
@@ -104,7 +104,7 @@ def test_ddp_ranks_stay_identical_and_match_one_process_on_the_global_batch(tmp_
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name  # replicas identical
         assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name  # gradients were averaged
     torch.manual_seed(0)
-    initial = dict(build_model(compose_cfg("model=mlp").model, compose_cfg().data).named_parameters())
+    initial = dict(build_model(compose_cfg("model=mlp").model).named_parameters())
     assert not any(torch.allclose(initial[name], p) for name, p in single.named_parameters())  # it trained
 
 

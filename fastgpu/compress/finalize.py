@@ -51,7 +51,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
     """Before/after numbers of the deploy model. Both sides are measured on the device the compressed
     model is deployed to (`deploy_device`: the CPU for x86 int8), so their ratios compare like with like."""
     data = build_data(cfg.data, cfg.trainer.seed, 0, 1, device)
-    model = build_model(cfg.model, cfg.data)
+    model = build_model(cfg.model)
     model.load_state_dict(model_state)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     model = model.to(device, memory_format=memory_format) if cfg.channels_last else model.to(device)

@@ -1,6 +1,7 @@
 """Compression after (or, for gradual pruning, during) training. Every method turns the trained model into
 a *deploy model* that the run evaluates, exports and benchmarks on the device it deploys to; `none` deploys
-the trained model as it is. A method is one entry of METHODS: (cfg, model, job) -> (model, device, facts).
+the trained model as it is. A method is the `_target_` of compression.method (`_partial_: true`), called as
+method(cfg, model, io) -> (deploy model, its device, facts); a user's own function fits the same slot.
 """
 
 from dataclasses import dataclass
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastgpu.components import build
 from fastgpu.compress import pruning, quantize
 from fastgpu.compress.finetune import finetune
-from fastgpu.errors import FastGPUError, choose
+from fastgpu.errors import FastGPUError
 
 INT8_CPU = ("quantize_dynamic", "quantize_static", "qat")  # x86 int8 kernels: deployed and measured on CPU
 
@@ -122,11 +124,11 @@ def training_hook(cfg, model: nn.Module, total_steps: int):
     return None
 
 
-def _none(cfg, model, io):
+def none(cfg, model, io):
     return model.eval(), io.device, {}
 
 
-def _prune(cfg, model, io):
+def prune(cfg, model, io):
     if cfg.schedule == "oneshot":
         pruning.apply_magnitude_pruning(model, cfg.amount, cfg.scope)
         finetune(
@@ -142,7 +144,7 @@ def _prune(cfg, model, io):
     return model.eval(), io.device, {}
 
 
-def _prune_structured(cfg, model, io):
+def prune_structured(cfg, model, io):
     facts = {"structured_speedup": pruning.structured_prune(model, cfg.amount)}
     finetune(
         model.train(), io.data.train, cfg.finetune_epochs, cfg.finetune_lr, io.device, io.precision, io.memory_format
@@ -150,38 +152,33 @@ def _prune_structured(cfg, model, io):
     return model.eval(), io.device, facts
 
 
-def _sparse24(cfg, model, io):
+def semi_structured(cfg, model, io):
     model, facts = sparse24(model.eval(), io.device, io.precision, io.example.to(io.device))
     return model, io.device, facts
 
 
-def _int8(convert):
-    def method(cfg, model, io):
-        cpu = torch.device("cpu")
-        return convert(cfg, model.to(cpu), io, io.example.cpu()), cpu, {"compressed_device": "cpu"}
-
-    return method
+def _on_cpu(converted):
+    """x86 int8 kernels: the model converts and deploys on the CPU."""
+    return converted, torch.device("cpu"), {"compressed_device": "cpu"}
 
 
-METHODS = {
-    "none": _none,
-    "prune": _prune,
-    "prune_structured": _prune_structured,
-    "sparse24": _sparse24,
-    "quantize_dynamic": _int8(lambda cfg, model, io, example: quantize.quantize_dynamic(model)),
-    "quantize_static": _int8(
-        lambda cfg, model, io, example: quantize.quantize_static(model, io.data.train, cfg.calibration_batches, example)
-    ),
-    "qat": _int8(
-        lambda cfg, model, io, example: quantize.quantize_aware_train(
-            model, io.data.train, cfg.qat_epochs, cfg.finetune_lr, example, io.precision
-        )
-    ),
-}
+def quantize_dynamic(cfg, model, io):
+    return _on_cpu(quantize.quantize_dynamic(model.cpu()))
+
+
+def quantize_static(cfg, model, io):
+    return _on_cpu(quantize.quantize_static(model.cpu(), io.data.train, cfg.calibration_batches, io.example.cpu()))
+
+
+def qat(cfg, model, io):
+    converted = quantize.quantize_aware_train(
+        model.cpu(), io.data.train, cfg.qat_epochs, cfg.finetune_lr, io.example.cpu(), io.precision
+    )
+    return _on_cpu(converted)
 
 
 def compress(cfg, model: nn.Module, data, device, precision, memory_format) -> tuple:
-    """Return (deploy model, its device, facts about what was done) for compression method cfg.name."""
-    method = choose(METHODS, "compression", cfg.name)
+    """Return (deploy model, its device, facts about what was done) by the compression config's `method` target."""
+    method = build(cfg.method, "compression.method")
     example = next(iter(data.val))[0][:2]
     return method(cfg, model, Inputs(data, device, precision, memory_format, example))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from fastgpu.components import check_targets
 from fastgpu.errors import FastGPUError, refuse_or_exit
 from fastgpu.results.rundirs import in_use_error, read_holder, requeued_attempt, run_status
 from fastgpu.results.store import (
@@ -38,6 +39,7 @@ def check_before_writing(cfg) -> None:
         resume_config(Path(resume))  # that run's own settings were checked when it started
         return
     check_ranges(cfg)
+    check_targets(cfg)
     check_data(cfg)
     from fastgpu.train.distributed import external_launcher_env
 

@@ -148,7 +148,7 @@ def build(cfg, env: DistEnv) -> Job:
     seed_everything(tcfg.seed, tcfg.deterministic)
     torch.backends.cudnn.benchmark = cudnn_benchmark(tcfg)
     data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
-    bare = build_model(cfg.model, cfg.data)
+    bare = build_model(cfg.model)
     stats = model_stats(bare)
     sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     # the model as built, on meta; None (with the reason) where it cannot be counted
@@ -156,7 +156,7 @@ def build(cfg, env: DistEnv) -> Job:
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
     bare = convert_for_precision(precision, bare)
-    model, parallel = wrap_model(bare, cfg.parallel.strategy, device)
+    model, parallel = wrap_model(bare, cfg.parallel, device)
     accumulate = tcfg.accumulate_grad_batches
     steps_per_epoch = len(data.train) // accumulate
     if steps_per_epoch == 0:

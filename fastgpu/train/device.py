@@ -38,7 +38,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # set both ways: an earlier point of an in-process sweep (hydra/launcher=basic) must not leave it on
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # set both ways: an earlier point of an in-process sweep (hydra/launcher=basic) must not leave it on. Only when it
+    # changes: the call imports torch._inductor's config and with it torch._dynamo, ~3 s of every process's start-up
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if deterministic:
         torch.backends.cudnn.benchmark = False

@@ -6,14 +6,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastgpu.errors import choose
+from fastgpu.components import build
 
 
-def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+def ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _fsdp(model: nn.Module, device: torch.device) -> nn.Module:
+def fsdp(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2: each trainable child sharded on its own (its parameters gathered only while it runs), then the root."""
     from torch.distributed.fsdp import fully_shard
 
     for child in model.children():
@@ -22,16 +23,12 @@ def _fsdp(model: nn.Module, device: torch.device) -> nn.Module:
     return fully_shard(model)
 
 
-STRATEGIES = {"none": None, "ddp": _ddp, "fsdp": _fsdp}
-
-
-def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple:
-    """(model, what it was really wrapped in): 'none' when there is no process group to wrap over (a
-    one-process ddp/fsdp request trains the bare model, and is recorded as such)."""
-    wrap = choose(STRATEGIES, "parallel.strategy", strategy)
-    if wrap is None or not dist.is_initialized():
+def wrap_model(model: nn.Module, parallel, device: torch.device) -> tuple:
+    """(model, what it was really wrapped in) by the parallel config's `wrap` target: 'none' when there is no process
+    group to wrap over (a one-process ddp/fsdp request trains the bare model, and is recorded as such)."""
+    if parallel.wrap is None or not dist.is_initialized():
         return model, "none"
-    return wrap(model, device), strategy
+    return build(parallel.wrap, "parallel.wrap")(model, device), parallel.strategy
 
 
 def no_gradient_sync(model):

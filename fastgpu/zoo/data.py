@@ -1,4 +1,5 @@
-"""Datasets and loaders: digits (bundled), synthetic, CIFAR-10 and ImageFolder from local paths."""
+"""Datasets and loaders. A data config's `_target_` builds the (train, val) datasets: digits (shipped), synthetic,
+CIFAR-10 and ImageFolder from local paths, or a user's own; FastGPU's loaders batch, shard and order them."""
 
 import itertools
 import math
@@ -17,7 +18,8 @@ from torch.utils.data import (
 )
 from torch.utils.data.distributed import DistributedSampler
 
-from fastgpu.errors import FastGPUError, choose, described
+from fastgpu.components import build
+from fastgpu.errors import FastGPUError, described
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,10 +70,26 @@ class ResumableSampler(Sampler):
         return max(0, len(self.base) - self.skip)
 
 
+# what FastGPU reads itself from the data node (its loaders); every other key is the dataset target's argument
+LOADER_KEYS = (
+    "name",
+    "loader",
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "drop_last",
+    "device_resident",
+)
+
+
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
+    """The data node's `_target_` builds (train, val) datasets; FastGPU's loaders batch, shard and order them."""
     if cfg.loader == "dali":
         return _dali(cfg, seed, rank, world_size, device)
-    train_set, val_set = choose(DATASETS, "data.name", cfg.name)(cfg, seed)
+    train_set, val_set = build(cfg, "data", own_keys=LOADER_KEYS)
     if isinstance(train_set, TensorDataset):
         if cfg.device_resident and device is not None:
             if cfg.num_workers or cfg.pin_memory:
@@ -91,45 +109,63 @@ def _dali(cfg, seed, rank, world_size, device) -> DataBundle:
             f"data.loader=dali decodes image folders; use it with data=imagefolder (data={cfg.name} is loaded "
             "by torch), or set data.loader=torch"
         )
-    _imagefolder(cfg, seed)  # the same checks of data.root and its classes
+    build(cfg, "data", own_keys=LOADER_KEYS)  # the same checks of data.root and its classes
     from fastgpu.zoo.dali import dali_loaders
 
     return dali_loaders(cfg, Path(cfg.root), seed, rank, world_size, torch.device(device) if device else None)
 
 
-def _digits(cfg, seed):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+DIGITS_FILE = Path(__file__).with_name("digits.npz")  # scikit-learn's 8x8 digits (1,797 images), shipped as an array
 
-    if (cfg.channels, cfg.image_size, cfg.num_classes) != (1, 8, 10):
+
+def digits(seed: int, val_fraction: float = 0.2, num_classes: int = 10, channels: int = 1, image_size: int = 8):
+    """The 8x8 handwritten digits, split by class in proportion (val_fraction, fixed by the seed), standardised with
+    the training split's mean and standard deviation."""
+    if (channels, image_size, num_classes) != (1, 8, 10):
         raise FastGPUError(
             "data=digits is 1x8x8 with 10 classes; leave data.channels/image_size/num_classes as they are"
         )
-    images, labels = load_digits(return_X_y=True)
-    train_x, val_x, train_y, val_y = train_test_split(
-        images, labels, test_size=cfg.val_fraction, stratify=labels, random_state=seed
-    )
-    mean, std = train_x.mean(), train_x.std()
+    import numpy as np
 
-    def to_tensors(x, y):
-        x = torch.tensor((x - mean) / std, dtype=torch.float32).reshape(-1, 1, 8, 8)
-        return TensorDataset(x, torch.tensor(y, dtype=torch.long))
+    with np.load(DIGITS_FILE) as arrays:
+        images, labels = arrays["images"].astype(np.float32), arrays["labels"].astype(np.int64)
+    train, val = stratified_split(labels, val_fraction, seed)
+    mean, std = images[train].mean(), images[train].std()
 
-    return to_tensors(train_x, train_y), to_tensors(val_x, val_y)
+    def to_tensors(index):
+        x = torch.from_numpy((images[index] - mean) / std).reshape(-1, 1, 8, 8)
+        return TensorDataset(x, torch.from_numpy(labels[index]))
+
+    return to_tensors(train), to_tensors(val)
 
 
-def _synthetic(cfg, seed):
+def stratified_split(labels, val_fraction: float, seed: int) -> tuple:
+    """(train, val) indices: every class split in proportion, ceil(val_fraction * n) samples in val in all."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    ideal = counts * val_fraction
+    take = np.floor(ideal).astype(int)
+    short = math.ceil(val_fraction * len(labels)) - int(take.sum())
+    take[np.lexsort((rng.random(len(classes)), take - ideal))[:short]] += 1  # largest remainders first
+    val = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def synthetic(seed: int, train_samples: int, val_samples: int, num_classes: int, channels: int, image_size: int):
+    """Random images and labels: for speed and memory, never accuracy."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    shape = (channels, image_size, image_size)
 
     def make(n):
         if n <= 0:
             raise FastGPUError("data=synthetic needs data.train_samples and data.val_samples > 0")
         x = torch.randn((n, *shape), generator=generator)
-        y = torch.randint(0, cfg.num_classes, (n,), generator=generator)
+        y = torch.randint(0, num_classes, (n,), generator=generator)
         return TensorDataset(x, y)
 
-    return make(cfg.train_samples), make(cfg.val_samples)
+    return make(train_samples), make(val_samples)
 
 
 # data that lives under data.root: (what must be there, what it is)
@@ -137,29 +173,29 @@ ROOTS = {
     "cifar10": ("cifar-10-batches-py", "the extracted CIFAR-10 python archive"),
     "imagefolder": ("train", "an ImageNet-style folder with train/<class>/ and val/<class>/"),
 }
-DIGITS_SAMPLES = 1797  # scikit-learn's digits
+DIGITS_SAMPLES = 1797
 
 
-def _require_root(cfg, expected: str, hint: str) -> Path:
-    if cfg.root in (None, "", "???"):
-        raise FastGPUError(f"data={cfg.name} needs data.root=/path/to/dataset ({hint}); FastGPU never downloads data")
-    root = Path(cfg.root).expanduser()
+def _require_root(name: str, given, expected: str, hint: str) -> Path:
+    if given in (None, "", "???"):
+        raise FastGPUError(f"data={name} needs data.root=/path/to/dataset ({hint}); FastGPU never downloads data")
+    root = Path(given).expanduser()
     if root.exists() and not root.is_dir():
-        raise FastGPUError(f"data.root={cfg.root} is a file; point it at the dataset's folder ({hint})")
+        raise FastGPUError(f"data.root={given} is a file; point it at the dataset's folder ({hint})")
     if not (root / expected).exists():
         raise FastGPUError(
-            f"data.root={cfg.root}: expected {root / expected} ({hint}); "
+            f"data.root={given}: expected {root / expected} ({hint}); "
             "FastGPU never downloads data, point data.root at a local copy"
         )
-    if cfg.name == "imagefolder" and not (root / "val").exists():
-        raise FastGPUError(f"data.root={cfg.root}: expected {root / 'val'} beside {root / 'train'}")
+    if name == "imagefolder" and not (root / "val").exists():
+        raise FastGPUError(f"data.root={given}: expected {root / 'val'} beside {root / 'train'}")
     return root
 
 
 def known_train_samples(cfg):
     """The training set's size where it is known without loading it (digits, synthetic), else None."""
     if cfg.name == "digits":
-        return DIGITS_SAMPLES - math.ceil(cfg.val_fraction * DIGITS_SAMPLES)  # train_test_split's rounding
+        return DIGITS_SAMPLES - math.ceil(cfg.val_fraction * DIGITS_SAMPLES)  # stratified_split's rounding
     if cfg.name == "synthetic":
         return cfg.train_samples
     return None
@@ -168,7 +204,9 @@ def known_train_samples(cfg):
 def check_data_source(cfg, ranks: int = 1, accumulate: int = 1) -> None:
     """Before a run writes anything: the dataset's folder, and a batch that fits the training set on each rank."""
     if cfg.name in ROOTS:
-        _require_root(cfg, *ROOTS[cfg.name])
+        from omegaconf import OmegaConf
+
+        _require_root(cfg.name, None if OmegaConf.is_missing(cfg, "root") else cfg.root, *ROOTS[cfg.name])
     train = known_train_samples(cfg)
     if train and cfg.drop_last and cfg.batch_size * accumulate > train // ranks:
         raise FastGPUError(
@@ -177,11 +215,16 @@ def check_data_source(cfg, ranks: int = 1, accumulate: int = 1) -> None:
         )
 
 
-def _cifar10(cfg, seed):
+def cifar10(root: str, num_classes: int = 10, channels: int = 3, image_size: int = 32):
+    """CIFAR-10's python archive from a local folder: random crop and flip for training, normalised."""
+    if (channels, image_size, num_classes) != (3, 32, 10):
+        raise FastGPUError(
+            "data=cifar10 is 3x32x32 with 10 classes; leave data.channels/image_size/num_classes as they are"
+        )
     from torchvision import datasets
     from torchvision import transforms as T
 
-    root = _require_root(cfg, *ROOTS["cifar10"])
+    root = _require_root("cifar10", root, *ROOTS["cifar10"])
     normalize = T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     val_tf = T.Compose([T.ToTensor(), normalize])
@@ -201,17 +244,18 @@ def imagefolder_transforms(image_size: int):
     return train_tf, val_tf
 
 
-def _imagefolder(cfg, seed):
-    root = _require_root(cfg, *ROOTS["imagefolder"])
-    train_tf, val_tf = imagefolder_transforms(cfg.image_size)
+def imagefolder(root: str, num_classes: int, image_size: int = 224, channels: int = 3, on_corrupt: str = "fail"):
+    """root/train/<class>/ and root/val/<class>/ images, with an unreadable file named or skipped (on_corrupt)."""
+    given, root = root, _require_root("imagefolder", root, *ROOTS["imagefolder"])
+    train_tf, val_tf = imagefolder_transforms(image_size)
     train_set, val_set = _image_folder(root / "train", train_tf), _image_folder(root / "val", val_tf)
-    if len(train_set.classes) != cfg.num_classes:
+    if len(train_set.classes) != num_classes:
         raise FastGPUError(
-            f"data.root={cfg.root} has {len(train_set.classes)} classes but data.num_classes={cfg.num_classes}; "
+            f"data.root={given} has {len(train_set.classes)} classes but data.num_classes={num_classes}; "
             f"set data.num_classes={len(train_set.classes)}"
         )
     skipped = torch.multiprocessing.Value("q", 0)  # shared with the loader's worker processes
-    return CheckedImages(train_set, cfg.on_corrupt, skipped), CheckedImages(val_set, cfg.on_corrupt, skipped)
+    return CheckedImages(train_set, on_corrupt, skipped), CheckedImages(val_set, on_corrupt, skipped)
 
 
 def _image_folder(folder: Path, transform):
@@ -253,9 +297,6 @@ class CheckedImages(Dataset):
 def collate_readable(batch):
     """default_collate over the samples that could be read (CheckedImages gives None for a skipped one)."""
     return default_collate([sample for sample in batch if sample is not None])
-
-
-DATASETS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}
 
 
 class RankShard(Sampler):

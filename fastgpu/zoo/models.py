@@ -1,10 +1,12 @@
-"""Model builders. Input channels, image size and class count come from the data config."""
+"""Built-in models, each a `_target_` of a model config; input channels, image size and class count come from the
+data config by interpolation."""
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fastgpu.errors import FastGPUError, choose
+from fastgpu.components import build
+from fastgpu.errors import FastGPUError
 
 
 class ResidualBlock(nn.Module):
@@ -39,28 +41,27 @@ class SmallCNN(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def _small_cnn(cfg, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    return SmallCNN(channels, num_classes, cfg.width)
-
-
-def _mlp(cfg, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    layers, width = [nn.Flatten()], channels * image_size * image_size
-    for hidden in cfg.hidden_dims:
+def mlp(in_channels: int, image_size: int, num_classes: int, hidden_dims=(256, 256), dropout: float = 0.0):
+    """Flatten -> (Linear, ReLU[, Dropout]) per hidden layer -> Linear."""
+    layers, width = [nn.Flatten()], in_channels * image_size * image_size
+    for hidden in hidden_dims:
         layers += [nn.Linear(width, hidden), nn.ReLU()]
-        if cfg.dropout > 0:
-            layers.append(nn.Dropout(cfg.dropout))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = hidden
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
 
 
-def _resnet(cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+def resnet(arch: str, in_channels: int, image_size: int, num_classes: int, stem: str = "auto") -> nn.Module:
+    """torchvision's `arch` (resnet18, resnet50, ...), random init; a CIFAR-style stem (3x3, no max-pool) for inputs
+    <= 64 px unless `stem` says otherwise."""
     from torchvision import models as tv_models  # here: importing torchvision costs ~3 s of CPU (it loads dynamo)
 
-    model = getattr(tv_models, cfg.name)(weights=None, num_classes=num_classes)
-    stem = cfg.stem if cfg.stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
+    model = getattr(tv_models, arch)(weights=None, num_classes=num_classes)
+    stem = stem if stem != "auto" else ("cifar" if image_size <= 64 else "imagenet")
     if stem not in ("cifar", "imagenet"):
-        raise FastGPUError(f"model.stem={cfg.stem!r} is not known; use auto, cifar or imagenet")
+        raise FastGPUError(f"model.stem={stem!r} is not known; use auto, cifar or imagenet")
     if stem == "cifar":
         model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
@@ -69,12 +70,18 @@ def _resnet(cfg, in_channels: int, image_size: int, num_classes: int) -> nn.Modu
     return model
 
 
-MODELS = {"small_cnn": _small_cnn, "resnet18": _resnet, "resnet50": _resnet, "mlp": _mlp}
+# what FastGPU reads itself from the model node; every other key is the target's argument
+MODEL_KEYS = ("name", "activation_checkpointing")
 
 
-def build_model(cfg, data_cfg) -> nn.Module:
-    """model.name's builder, called with (cfg, channels, image_size, num_classes) from the data config."""
-    model = choose(MODELS, "model.name", cfg.name)(cfg, data_cfg.channels, data_cfg.image_size, data_cfg.num_classes)
+def build_model(cfg) -> nn.Module:
+    """The model node's `_target_`, called with its other keys (data facts come in by interpolation)."""
+    model = build(cfg, "model", own_keys=MODEL_KEYS)
+    if not isinstance(model, nn.Module):
+        raise FastGPUError(
+            f"model._target_={cfg._target_} built a {type(model).__name__}, not a torch.nn.Module; point it at a "
+            "class or function that returns one"
+        )
     if cfg.get("activation_checkpointing", False):  # absent from configs saved before the key existed
         checkpoint_blocks(model)
     return model

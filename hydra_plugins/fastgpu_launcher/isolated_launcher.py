@@ -7,7 +7,7 @@ points ran 24-32% slower. A fork starts each point from the same untouched state
 sweep's process has imported torch but run nothing), where a fresh interpreter costs seconds of imports.
 `hydra/launcher=basic` keeps every point in the sweep's own process; the report then flags the shared process.
 
-Start-up stays cheap after the first point: each point reports the modules it imported (W&B, scikit-learn, torch's
+Start-up stays cheap after the first point: each point reports the modules it imported (W&B, torch's
 export and dynamo: ~3,000 on the default job, ~8 s), and the sweep's process imports them before the next fork, as
 an in-process sweep would have them. Imports carry no training state.
 
