@@ -90,45 +90,29 @@ def test_a_wheel_installed_without_editable_runs_from_outside_the_checkout(tmp_p
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_MODE": "disabled"}
-    where = subprocess.run(
-        [python, "-c", "import fastgpu; print(fastgpu.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+
+    def installed(*args):
+        return subprocess.run([python, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    where = installed("-c", "import fastgpu; print(fastgpu.__file__)").stdout
     assert where.startswith(str(site)), where
 
-    run = subprocess.run(
-        [python, "-m", "fastgpu", "trainer.max_steps=5", "inference.benchmark=false", "export=[]", "hydra.run.dir=run"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = installed(
+        "-m", "fastgpu", "trainer.max_steps=5", "inference.benchmark=false", "export=[]", "hydra.run.dir=run"
     )
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((work / "run" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["steps"] == 5 and metrics["data"] == "digits"
 
-    sweep = subprocess.run(
-        [
-            python,
-            "-m",
-            "fastgpu",
-            "-m",
-            "trainer.max_steps=2",
-            "trainer.seed=0,1",
-            "inference.benchmark=false",
-            "export=[]",
-            "hydra.sweep.dir=sweep",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    sweep = installed(
+        "-m",
+        "fastgpu",
+        "-m",
+        "trainer.max_steps=2",
+        "trainer.seed=0,1",
+        "inference.benchmark=false",
+        "export=[]",
+        "hydra.sweep.dir=sweep",
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert (work / "sweep" / "report.md").exists()

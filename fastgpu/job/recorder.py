@@ -20,17 +20,35 @@ from fastgpu.train.fingerprint import config_fingerprint
 class Recorder:
     """What a run writes: history.jsonl and the W&B run (rank 0), checkpoint.pt (gathered from every rank)."""
 
-    def __init__(self, cfg, out_dir: Path, main: bool, monitor):
-        self.cfg, self.out_dir, self.main, self.monitor = cfg, Path(out_dir), main, monitor
+    def __init__(self, cfg, out_dir: Path, main: bool):
+        self.cfg, self.out_dir, self.main = cfg, Path(out_dir), main
         self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
         self.fingerprint = config_fingerprint(cfg)
-        self.history = self.logger = None
+        self.history = self.logger = self.monitor = self.saved = None
 
-    def open(self, job, meter) -> Progress:
-        """Resume an unfinished checkpoint of this same configuration (a requeued job, +resume), open the
-        history and the W&B run; returns the progress to continue from."""
-        self.p = Progress()
-        saved = resumable_state(self.checkpoint_path, self.fingerprint)
+    def start(self) -> None:
+        """Before the job builds: read an unfinished checkpoint of this same configuration (a requeued job, +resume),
+        and start opening the W&B run (rank 0) under its id, so that W&B's start overlaps the build."""
+        self.saved = resumable_state(self.checkpoint_path, self.fingerprint)
+        if self.main:
+            from fastgpu.results.wandb_logger import WandbLogger, new_run_id
+
+            saved_id = self.saved["progress"].get("wandb_id") if self.saved else None
+            self.logger = WandbLogger(self.cfg, self.out_dir, saved_id or new_run_id(), resume=saved_id is not None)
+
+    def abandon(self) -> None:
+        """The job did not build: its W&B run (opened meanwhile) ends as failed."""
+        if self.logger is not None:
+            try:
+                self.logger.ready()
+            except Exception:
+                return
+            self.logger.finish({}, exit_code=1)
+
+    def open(self, job, meter, monitor) -> Progress:
+        """Continue from the checkpoint `start` read, or start afresh; open the history and wait for the W&B run;
+        returns the progress to continue from."""
+        self.p, self.monitor, saved = Progress(), monitor, self.saved
         if saved is not None:
             if job.pruner is not None:
                 raise FastGPUError(
@@ -50,11 +68,9 @@ class Recorder:
             for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
                 (self.out_dir / name).unlink(missing_ok=True)
         if self.main:
-            from fastgpu.results.wandb_logger import WandbLogger
-
             self.history = HistoryWriter(self.out_dir)
-            self.logger = WandbLogger(self.cfg, self.out_dir, resume_id=self.p.wandb_id)
-            self.p.wandb_id = self.logger.run.id
+            self.logger.ready()
+            self.p.wandb_id = self.logger.id
         return self.p
 
     def record(self, entry: dict) -> None:

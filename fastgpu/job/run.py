@@ -80,10 +80,15 @@ _RUNS_IN_THIS_PROCESS = 0  # an in-process sweep (hydra/launcher=basic) trains s
 def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     global _RUNS_IN_THIS_PROCESS
     runs_before, _RUNS_IN_THIS_PROCESS = _RUNS_IN_THIS_PROCESS, _RUNS_IN_THIS_PROCESS + 1
-    job = build(cfg, env)
+    recorder = Recorder(cfg, out_dir, env.is_main)
+    recorder.start()  # W&B opens in the background while the job builds
+    try:
+        job = build(cfg, env)
+    except BaseException:
+        recorder.abandon()
+        raise
     tcfg = cfg.trainer
     monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
-    recorder = Recorder(cfg, out_dir, env.is_main, monitor)
     # the meter and the profiler count loader batches; warmup_steps and profile_steps are optimizer steps, like
     # max_steps and log_every_n_steps
     batches = tcfg.accumulate_grad_batches
@@ -92,7 +97,7 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
         profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps * batches)
         warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps * batches)
     meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler)
-    p = recorder.open(job, meter)
+    p = recorder.open(job, meter, monitor)
     reset_peak_memory(job.device)
     monitor.start()
     started_at = utc_now()

@@ -40,18 +40,28 @@ def open_run(mode: str, console: str = "off", **init_kwargs):
         return run
 
 
+def new_run_id() -> str:
+    """A W&B run id (8 characters of [0-9a-f]), chosen before the run opens so the checkpoint can carry it."""
+    import secrets
+
+    return secrets.token_hex(4)
+
+
 class WandbLogger:
-    def __init__(self, cfg, out_dir: Path, resume_id=None):
+    """One training job's W&B run. It opens in a background thread, so W&B's import and its service's start overlap
+    the job's build; `ready()` waits for it, before the first step, so it never competes with timed steps."""
+
+    def __init__(self, cfg, out_dir: Path, run_id: str, resume: bool = False):
+        import threading
+
         from fastgpu.errors import FastGPUError
 
-        wcfg = cfg.logger.wandb
-        self.out_dir = Path(out_dir)
-        mode = os.environ.get("WANDB_MODE") or wcfg.mode
+        mode = os.environ.get("WANDB_MODE") or cfg.logger.wandb.mode
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
-        self.run = open_run(
-            mode,
-            wcfg.get("console", "off"),  # absent from configs saved before the key existed
+        wcfg = cfg.logger.wandb
+        self.out_dir, self.id, self.run, self.lost, self._opened = Path(out_dir), run_id, None, False, {}
+        init = dict(
             project=wcfg.project,
             entity=wcfg.entity,
             group=wcfg.group,
@@ -62,14 +72,35 @@ class WandbLogger:
             dir=str(out_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
             reinit="finish_previous",
-            id=resume_id,
-            resume="allow" if resume_id else None,
+            id=run_id,
+            resume="allow" if resume else None,
         )
-        for key, summary in wandb_summaries().items():  # best accuracy in the runs table, not the last one
-            self.run.define_metric(key, summary=summary, step_metric="step")
-        self.run.define_metric("step", hidden=True)
+        console = wcfg.get("console", "off")  # absent from configs saved before the key existed
+        self._opening = threading.Thread(
+            target=self._open, args=(mode, console, init), name="fastgpu-wandb-open", daemon=True
+        )
+        self._opening.start()
 
-        self.lost = False
+    def _open(self, mode: str, console: str, init: dict) -> None:
+        try:
+            self._opened["run"] = self._open_run(mode, console, init)
+        except BaseException as exc:  # raised again by ready(), in the run's own thread
+            self._opened["error"] = exc
+
+    def ready(self) -> None:
+        """Wait for the run to be open; raise what opening it raised."""
+        self._opening.join()
+        if "error" in self._opened:
+            raise self._opened.pop("error")
+        self.run = self._opened["run"]
+
+    @staticmethod
+    def _open_run(mode: str, console: str, init: dict):
+        run = open_run(mode, console, **init)
+        for key, summary in wandb_summaries().items():  # best accuracy in the runs table, not the last one
+            run.define_metric(key, summary=summary, step_metric="step")
+        run.define_metric("step", hidden=True)
+        return run
 
     def log(self, record: dict) -> None:
         self._guarded(self.run.log, record)

@@ -5,12 +5,15 @@ import json
 
 from omegaconf import OmegaConf
 
+NOT_FINGERPRINTED = ("logger", "resume", "overwrite", "hydra", "inference", "export", "report")
+
 
 def config_fingerprint(cfg) -> str:
-    """What must match for a checkpoint to continue a run: every setting but logging and launching."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    for key in ("logger", "resume", "overwrite", "hydra", "inference", "export", "report"):
-        plain.pop(key, None)
+    """What must match for a checkpoint to continue a run: every setting but logging and launching, resolved (a run
+    saves its config resolved, and `+resume=<dir>` fingerprints that copy: `${data.num_classes}` must read the same
+    as the 10 it resolved to)."""
+    kept = [key for key in cfg if key not in NOT_FINGERPRINTED]
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
     for key in (
         "progress_bar",
         "monitor_interval_s",
