@@ -8,6 +8,9 @@ model and optimizer construction.
 
 Sides, interleaved in each round (this machine is shared and noisy; ratios are per round, then the median):
 - floor: `python -c "import torch"`, what any PyTorch program pays;
+- plain: a plain PyTorch program's first step, timed the same way: the default job's model (SmallCNN, built
+  directly) on a random digits-sized batch, SGD. What any training program pays: torch.optim's first optimizer
+  imports torch._dynamo (Optimizer.add_param_group is wrapped by torch._disable_dynamo);
 - before: the checkout at --before (default: the commit before issue 21), from a git worktree;
 - after: this checkout.
 
@@ -41,13 +44,36 @@ runpy.run_module("fastgpu", run_name="__main__", alter_sys=True)
 """
 
 
-def time_to_first_step(code_dir: Path, run_dir: Path) -> float:
-    """Seconds from launch to the first optimizer step of the default job run from `code_dir`."""
+PLAIN = """
+import torch
+from torch import nn
+
+model = nn.Sequential(
+    nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+    nn.Conv2d(32, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+nn.functional.cross_entropy(model(x), y).backward()
+optimizer.step()
+"""
+
+
+def time_to_first_step(code_dir, run_dir: Path) -> float:
+    """Seconds from launch to the first optimizer step of the default job run from `code_dir` (None: the plain
+    program)."""
     read_end, write_end = os.pipe()
-    env = {**os.environ, "FASTGPU_FIRST_STEP_FD": str(write_end), "PYTHONPATH": str(code_dir), "WANDB_MODE": "offline"}
+    env = {**os.environ, "FASTGPU_FIRST_STEP_FD": str(write_end), "WANDB_MODE": "offline"}
+    env["PYTHONPATH"] = str(code_dir or "")
+    if code_dir is None:
+        program = WRAPPER.split("sys.argv = ")[0] + PLAIN
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        program = WRAPPER
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"],
+        [sys.executable, "-c", program, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"],
         cwd=run_dir.parent,
         env=env,
         pass_fds=(write_end,),
@@ -86,10 +112,11 @@ def main() -> int:
             capture_output=True,
         )
         try:
-            sides = {"floor": [], "before": [], "after": []}
+            sides = {"floor": [], "plain": [], "before": [], "after": []}
             for round_ in range(args.rounds + 1):  # round 0 warms the page cache for every side and is dropped
                 times = {
                     "floor": time_floor(),
+                    "plain": time_to_first_step(None, tmp / f"run-plain-{round_}"),
                     "before": time_to_first_step(before_dir, tmp / f"run-before-{round_}"),
                     "after": time_to_first_step(REPO, tmp / f"run-after-{round_}"),
                 }
@@ -101,6 +128,7 @@ def main() -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(before_dir)], cwd=REPO, capture_output=True)
     ratios = [a / b for a, b in zip(sides["after"], sides["before"])]
     above_floor = [(a - f) / (b - f) for a, b, f in zip(sides["after"], sides["before"], sides["floor"])]
+    above_plain = [(a - f) / (b - f) for a, b, f in zip(sides["after"], sides["before"], sides["plain"])]
     result = {
         "what": "wall time from launching `python -m fastgpu` (the default job) to its first optimizer step",
         "before_commit": args.before,
@@ -109,6 +137,7 @@ def main() -> int:
         "median_s": {side: statistics.median(values) for side, values in sides.items()},
         "after_over_before": {"median": statistics.median(ratios), "per_round": ratios},
         "above_floor_after_over_before": {"median": statistics.median(above_floor), "per_round": above_floor},
+        "above_plain_after_over_before": {"median": statistics.median(above_plain), "per_round": above_plain},
         "cpus": os.cpu_count(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

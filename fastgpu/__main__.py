@@ -11,6 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from fastgpu.config import check_ranges, register_schema
@@ -135,8 +136,12 @@ def config_error_line(exc: Exception) -> str:
     detail = str(cause).splitlines()[0] if cause is not exc else ""
     object_type = getattr(cause, "object_type", None)
     key = getattr(cause, "key", None)
-    if key and object_type is not None and dataclasses.is_dataclass(object_type):
+    names = None
+    if object_type is not None and dataclasses.is_dataclass(object_type):
         names = [f.name for f in dataclasses.fields(object_type)]
+    elif isinstance(getattr(cause, "parent_node", None), DictConfig):  # a component's own keys (model, data, ...)
+        names = [str(name) for name in cause.parent_node.keys()]
+    if key and names:
         close = difflib.get_close_matches(str(key), names, n=1) if key not in names else []
         if close:
             detail += f" (did you mean '{close[0]}'?)"

@@ -31,10 +31,10 @@ class Recorder:
         and start opening the W&B run (rank 0) under its id, so that W&B's start overlaps the build."""
         self.saved = resumable_state(self.checkpoint_path, self.fingerprint)
         if self.main:
-            from fastgpu.results.wandb_logger import WandbLogger, new_run_id
+            from fastgpu.results.wandb_logger import WandbLogger
 
-            saved_id = self.saved["progress"].get("wandb_id") if self.saved else None
-            self.logger = WandbLogger(self.cfg, self.out_dir, saved_id or new_run_id(), resume=saved_id is not None)
+            resume_id = self.saved["progress"].get("wandb_id") if self.saved else None
+            self.logger = WandbLogger(self.cfg, self.out_dir, resume_id)
 
     def abandon(self) -> None:
         """The job did not build: its W&B run (opened meanwhile) ends as failed."""

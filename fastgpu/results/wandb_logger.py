@@ -31,7 +31,8 @@ def open_run(mode: str, console: str = "off", **init_kwargs):
     except Exception as exc:  # UsageError (no key), CommError (no network, a refused key), a timeout
         from fastgpu.errors import described
 
-        run = wandb.init(mode="offline", settings=settings(), **init_kwargs)
+        # under a new id: W&B's service still holds the id the failed online attempt registered ("run ID is in use")
+        run = wandb.init(mode="offline", settings=settings(), **{**init_kwargs, "id": None, "resume": None})
         print(
             f"fastgpu: warning: W&B online failed ({described(exc, 160)}); logging offline instead: upload it later "
             f"with `wandb sync {run.settings.sync_dir}` (or set logger.wandb.mode=offline)",
@@ -40,18 +41,12 @@ def open_run(mode: str, console: str = "off", **init_kwargs):
         return run
 
 
-def new_run_id() -> str:
-    """A W&B run id (8 characters of [0-9a-f]), chosen before the run opens so the checkpoint can carry it."""
-    import secrets
-
-    return secrets.token_hex(4)
-
-
 class WandbLogger:
     """One training job's W&B run. It opens in a background thread, so W&B's import and its service's start overlap
-    the job's build; `ready()` waits for it, before the first step, so it never competes with timed steps."""
+    the job's build; `ready()` waits for it, before the first step, so it never competes with timed steps. With W&B
+    disabled nothing of W&B is imported and every call does nothing."""
 
-    def __init__(self, cfg, out_dir: Path, run_id: str, resume: bool = False):
+    def __init__(self, cfg, out_dir: Path, resume_id=None):
         import threading
 
         from fastgpu.errors import FastGPUError
@@ -60,7 +55,11 @@ class WandbLogger:
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
         wcfg = cfg.logger.wandb
-        self.out_dir, self.id, self.run, self.lost, self._opened = Path(out_dir), run_id, None, False, {}
+        self.out_dir, self.id, self.run, self._opened = Path(out_dir), None, None, {}
+        self.lost = mode == "disabled"  # every call below is skipped
+        self._opening = None
+        if self.lost:
+            return
         init = dict(
             project=wcfg.project,
             entity=wcfg.entity,
@@ -72,8 +71,8 @@ class WandbLogger:
             dir=str(out_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
             reinit="finish_previous",
-            id=run_id,
-            resume="allow" if resume else None,
+            id=resume_id,
+            resume="allow" if resume_id else None,
         )
         console = wcfg.get("console", "off")  # absent from configs saved before the key existed
         self._opening = threading.Thread(
@@ -89,10 +88,13 @@ class WandbLogger:
 
     def ready(self) -> None:
         """Wait for the run to be open; raise what opening it raised."""
+        if self._opening is None:
+            return
         self._opening.join()
         if "error" in self._opened:
             raise self._opened.pop("error")
         self.run = self._opened["run"]
+        self.id = self.run.id
 
     @staticmethod
     def _open_run(mode: str, console: str, init: dict):
@@ -103,7 +105,8 @@ class WandbLogger:
         return run
 
     def log(self, record: dict) -> None:
-        self._guarded(self.run.log, record)
+        if not self.lost:
+            self._guarded(self.run.log, record)
 
     def rename(self, name: str, tags: list) -> None:
         def apply():
@@ -113,6 +116,8 @@ class WandbLogger:
         self._guarded(apply)
 
     def finish(self, summary: dict, exit_code: int = 0) -> None:
+        if self.lost:
+            return
         self._guarded(self.run.summary.update, {k: v for k, v in summary.items() if v is not None})
         if summary.get("profile_trace"):  # trainer.profile=true: the Chrome trace travels with the run
             self._guarded(self._log_trace, self.out_dir / summary["profile_trace"])
