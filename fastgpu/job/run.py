@@ -17,7 +17,7 @@ from fastgpu.config import compile_mode
 from fastgpu.errors import FastGPUError
 from fastgpu.job.recorder import Recorder
 from fastgpu.measure.compiled import compile_record, start_compile_record
-from fastgpu.measure.flops import counted_flops_per_sample, mfu_figures
+from fastgpu.measure.flops import counted_flops_of, mfu_figures
 from fastgpu.measure.memory import memory_limit, peak_memory, reset_peak_memory
 from fastgpu.measure.meter import RunMeter
 from fastgpu.measure.monitor import ResourceMonitor
@@ -58,8 +58,6 @@ class Job:
     epochs: int
     metrics: object  # the evaluation metrics (metrics.ClassificationMetrics)
     stats: dict  # parameter count and size of the bare model
-    flops_per_sample: object = None  # forward + backward FLOPs of one training sample (main rank only)
-    flops_unavailable: object = None  # why there is no FLOP count
 
     @property
     def scaler(self):
@@ -117,15 +115,18 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
         measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
     metrics = summarize(job, p, {**when, **measured, "runs_before_in_process": runs_before})
     metrics.update(compile_record(compile_mode(cfg)))
+    # counted after training on the model built afresh on the meta device: nothing on the way to the first step
+    sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    flops, flops_unavailable = counted_flops_of(cfg.model, sample_shape) if env.is_main else (None, None)
     metrics.update(
         mfu_figures(
-            job.flops_per_sample,
+            flops,
             metrics["throughput"],
             job.device.type,
             metrics["device_name"],
             job.precision.name,
             env.world_size,
-            job.flops_unavailable,
+            flops_unavailable,
         )
     )
     if profiler is not None:
@@ -155,9 +156,6 @@ def build(cfg, env: DistEnv) -> Job:
     data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
     bare = build_model(cfg.model)
     stats = model_stats(bare)
-    sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    # the model as built, on meta; None (with the reason) where it cannot be counted
-    flops, flops_unavailable = counted_flops_per_sample(bare, sample_shape) if env.is_main else (None, None)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
     bare = convert_for_precision(precision, bare)
@@ -195,8 +193,6 @@ def build(cfg, env: DistEnv) -> Job:
         epochs=math.ceil(total_steps / steps_per_epoch),
         metrics=eval_metrics(cfg.data.num_classes, device),
         stats=stats,
-        flops_per_sample=flops,
-        flops_unavailable=flops_unavailable,
     )
 
 

@@ -48,6 +48,21 @@ def counted_flops_per_sample(model: torch.nn.Module, sample_shape) -> tuple:
         return None, f"FLOPs not counted: {described(exc, 160)}"
 
 
+def counted_flops_of(model_cfg, sample_shape) -> tuple:
+    """counted_flops_per_sample of the configured model, built afresh on the meta device (no memory, no copy of the
+    trained model); (None, why not) where it cannot be built there."""
+    from fastgpu.zoo.models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(model_cfg)
+    except Exception as exc:
+        from fastgpu.errors import described
+
+        return None, f"FLOPs not counted: {described(exc, 160)}"
+    return counted_flops_per_sample(model, sample_shape)
+
+
 def _without_recomputation(model: torch.nn.Module) -> torch.nn.Module:
     """The model with every activation-checkpointing wrapper replaced by the block it wraps."""
     from fastgpu.zoo.models import Checkpointed
