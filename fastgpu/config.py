@@ -290,5 +290,22 @@ def check_ranges(cfg) -> None:
         )
 
 
+# FastGPU's own keys of every data config: how its loaders batch, shard and feed the datasets the data config's
+# `_target_` builds. A data config lists `/fastgpu_data_loader@_here_` in its defaults and sets what differs.
+DATA_LOADER_DEFAULTS = {
+    "loader": "torch",  # torch (DataLoader) | dali (NVIDIA DALI decoding pipeline; imagefolder only)
+    "batch_size": 64,  # per process
+    "eval_batch_size": 256,
+    "num_workers": 0,
+    "pin_memory": False,
+    "persistent_workers": False,
+    "prefetch_factor": None,
+    "drop_last": True,
+    "device_resident": False,  # in-memory datasets (digits, synthetic): kept on the training device, no host copies
+}
+
+
 def register_schema() -> None:
-    ConfigStore.instance().store(name="fastgpu_schema", node=FastGPUConfig)
+    store = ConfigStore.instance()
+    store.store(name="fastgpu_schema", node=FastGPUConfig)
+    store.store(name="fastgpu_data_loader", node=DATA_LOADER_DEFAULTS)  # a plain node: datasets add their own keys

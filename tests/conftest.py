@@ -24,21 +24,22 @@ register_schema()
 register_sweep_configs()
 
 
-# The files by their time in CI (2026-11-27, pytest --durations), longest first: one file per worker (pyproject's
+# The files by their time in CI (2026-11-30, pytest --durations), longest first: one file per worker (pyproject's
 # `--dist loadfile --no-loadscope-reorder`) then makes the workers finish close together. The Slurm tests lead: their
 # waiting on the cluster overlaps the others' work. (Not `--dist loadgroup`: with pytest 9.2 it silently stops
 # grouping, pytest-xdist#1386, and the Slurm module's cluster fixture would run on several workers at once.)
 LONGEST_FIRST = (
     "test_slurm.py",
+    "test_search.py",
+    "test_compression.py",
     "test_train.py",
     "test_faults.py",
-    "test_compression.py",
-    "test_sweep.py",
     "test_comparison.py",
+    "test_search_tools.py",
+    "test_sweep.py",
     "test_monitor_and_examples.py",
-    "test_search.py",
-    "test_layout.py",
     "test_resume.py",
+    "test_layout.py",
     "test_config.py",
 )
 

@@ -19,6 +19,7 @@ from torch.utils.data import (
 from torch.utils.data.distributed import DistributedSampler
 
 from fastgpu.components import build
+from fastgpu.config import DATA_LOADER_DEFAULTS
 from fastgpu.errors import FastGPUError, described
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,18 +72,7 @@ class ResumableSampler(Sampler):
 
 
 # what FastGPU reads itself from the data node (its loaders); every other key is the dataset target's argument
-LOADER_KEYS = (
-    "name",
-    "loader",
-    "batch_size",
-    "eval_batch_size",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "prefetch_factor",
-    "drop_last",
-    "device_resident",
-)
+LOADER_KEYS = ("name", *DATA_LOADER_DEFAULTS)
 
 
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
