@@ -16,6 +16,7 @@ QUICK = (
     "trainer.monitor_interval_s=0",
     "trainer.checkpoint=false",
     "trainer.eval_every_n_epochs=1000",  # evaluate once, at the end: accuracy is compared only there
+    "hydra/launcher=basic",  # points in the sweep's process: this file tests the search, not isolation (test_sweep.py)
 )
 # eight points that train identically (a host sleep changes nothing the model sees); sleep_ms=80 is the planted slow
 # one, and every pair is >= 10 ms a step apart (an mlp step is ~1 ms): machine noise cannot reorder them
