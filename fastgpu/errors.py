@@ -16,8 +16,8 @@ def described(exc: BaseException, limit: int = 300) -> str:
 
 
 def choose(table: dict, key: str, name: str):
-    """`table[name]`: FastGPU's one way of picking a component by name (models, data, precision, parallel
-    strategies, compression methods). An unknown name is one line listing the known ones."""
+    """`table[name]`: a setting picked by name from a fixed table (precision modes, optimizer.impl); components are
+    built from their `_target_` instead (fastgpu/components.py). An unknown name is one line listing the known ones."""
     if name not in table:
         raise FastGPUError(f"{key}={name!r} is not known; use one of {', '.join(sorted(table))}")
     return table[name]

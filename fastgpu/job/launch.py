@@ -10,6 +10,7 @@ import sys
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
@@ -175,6 +176,4 @@ class RunFailed(Exception):
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError of its own)."""
-    import torch
-
     return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)

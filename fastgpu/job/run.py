@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
 import fastgpu
 from fastgpu.compress.finalize import compress_and_deploy
@@ -29,7 +28,7 @@ from fastgpu.train.checkpoint import Progress
 from fastgpu.train.device import resolve_device, seed_everything, set_cpu_threads
 from fastgpu.train.distributed import DistEnv, init_process_group, rank_hosts, shutdown
 from fastgpu.train.loop import fit
-from fastgpu.train.optim import build_optimizer, optimizer_impl
+from fastgpu.train.optim import build_optimizer, build_scheduler, optimizer_impl
 from fastgpu.train.parallel import no_gradient_sync, rank_param_max_diff, wrap_model
 from fastgpu.train.precision import build_precision, convert_for_precision
 from fastgpu.train.signals import PreemptionWatch
@@ -185,7 +184,7 @@ def build(cfg, env: DistEnv) -> Job:
         parallel=parallel,
         forward=torch.compile(model, mode=compile_mode(cfg)) if compile_mode(cfg) else model,
         optimizer=optimizer,
-        scheduler=instantiate(cfg.scheduler)(optimizer, total_steps=total_steps),  # None: constant lr
+        scheduler=build_scheduler(cfg.scheduler, optimizer, total_steps),  # None: constant lr
         pruner=training_hook(cfg.compression, bare, total_steps),  # None unless gradual pruning
         memory_format=memory_format,
         total_steps=total_steps,

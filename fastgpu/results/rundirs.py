@@ -1,7 +1,8 @@
 """Who may write a run or sweep dir: one writer at a time (a lock file naming it), a finished run is never
 replaced unless asked (`+overwrite=true`), and an interrupted run is continued only with its own settings.
 
-Torch-free up to the fingerprint check, so Hydra's callbacks can refuse a dir before Hydra writes into it.
+Torch-free, so Hydra's callbacks can refuse a sweep dir before Hydra writes into it; a run dir's check against an
+interrupted run's checkpoint is fastgpu/job/preflight.py's (check_run_dir).
 """
 
 import atexit

@@ -4,8 +4,6 @@ train loop as schedule(optimizer, total_steps=N)."""
 import math
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 # optimizer.impl -> the keyword torch's optimizers take for it: one fused kernel for all parameters, a few
 # multi-tensor (foreach) kernels, or a Python loop over parameters; auto leaves torch to choose (foreach on CUDA)
@@ -13,12 +11,20 @@ IMPLS = {"auto": {}, "fused": {"fused": True}, "foreach": {"foreach": True}, "lo
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
-    """instantiate(optimizer config) with `impl` turned into torch's fused/foreach keyword."""
+    """The optimizer config's `_target_` (`_partial_: true`), with `impl` turned into torch's fused/foreach keyword."""
+    from fastgpu.components import build
     from fastgpu.errors import choose
 
-    cfg = OmegaConf.to_container(cfg)
-    impl = choose(IMPLS, "optimizer.impl", cfg.pop("impl", "auto"))
-    return instantiate(cfg, **impl)(params)
+    impl = choose(IMPLS, "optimizer.impl", cfg.get("impl", "auto"))
+    return build(cfg, "optimizer", own_keys=("impl",), **impl)(params)
+
+
+def build_scheduler(cfg, optimizer, total_steps: int):
+    """The scheduler config's `_target_` (`_partial_: true`) called as schedule(optimizer, total_steps=N); None for a
+    constant learning rate."""
+    from fastgpu.components import build
+
+    return build(cfg, "scheduler")(optimizer, total_steps=total_steps)
 
 
 def optimizer_impl(optimizer: torch.optim.Optimizer) -> str:
