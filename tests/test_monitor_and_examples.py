@@ -20,8 +20,10 @@ from fastgpu.results.store import read_history
 def test_monitor_samples_cpu_and_rss_in_the_background():
     monitor = ResourceMonitor(torch.device("cpu"), interval_s=0.05)
     monitor.start()
-    deadline = time.perf_counter() + 0.4
-    while time.perf_counter() < deadline:  # keep a core busy
+    # keep a core busy until the sampler has taken 4 samples (0.2 s on an idle machine; a loaded one takes longer,
+    # so the wait is for the samples, not for a fixed time)
+    started = time.perf_counter()
+    while len(monitor.samples) < 4 and time.perf_counter() - started < 30:
         sum(i * i for i in range(10_000))
     first = monitor.drain()
     summary = monitor.stop()
