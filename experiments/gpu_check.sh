@@ -5,6 +5,8 @@
 #   2. FastGPU on resnet50, synthetic ImageNet-shaped data on the GPU (batch 256): fp32 / tf32 / bf16 / fp16
 #      x channels_last, plus bf16 + channels_last + compile; eager points under trainer.sync_debug=error;
 #   3. the plain loop (experiments/plain_loop.py) on the same settings, in the same call;
+#   3b. GPT points: FastGPU's nanoGPT-shaped decoder (GPT-2 small shape, block 1024) on the shipped text, bf16 /
+#      bf16 + compile / fp8 + compile, beside a plain nanoGPT-style loop of the same settings (tokens/s);
 #   4. the sweep report, then experiments/gpu_verdict.py: verdict.json / verdict.md, exit 1 on a failed check.
 # Each FastGPU point is its own process with its own time limit; a failed or timed-out point is a row.
 #
@@ -47,6 +49,11 @@ if [ "$DEVICE" = cuda ]; then
              "precision=fp16 channels_last=true compile=max-autotune-no-cudagraphs optimizer.impl=fused trainer.sync_debug=off|fp16,cl,compile-max-autotune-no-cudagraphs,fused")
     POINT_TIMEOUT=${LEVER_POINT_TIMEOUT:-420}  # max-autotune benchmarks kernel choices for minutes
   fi
+  GPT_WORKLOAD=(task=language_model model=gpt data=text model.n_layer=12 model.n_head=12 model.n_embd=768
+                data.block_size=1024 data.batch_size=8 data.eval_batch_size=8 data.device_resident=true trainer.device=cuda)
+  GPT_PLAIN=(--model gpt --block-size 1024 --batch 8 --model-args n_layer=12 n_head=12 n_embd=768)
+  GPT_POINTS=("precision=bf16|bf16" "precision=bf16 compile=true trainer.sync_debug=off|bf16,compile"
+              "precision=fp8 compile=true trainer.sync_debug=off|fp8,compile")
   VERDICT_MODE=()
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$LOG"
 else
@@ -58,6 +65,10 @@ else
   # two points that exercise every step of the script; no compile point: inductor's CPU compile takes minutes on
   # 2 cores (compile is tested in tests/test_train.py)
   POINTS=("precision=fp32 export=[torch_export]|fp32" "precision=bf16 channels_last=true export=[torch_export]|bf16,cl")
+  GPT_WORKLOAD=(task=language_model model=gpt data=text model.n_layer=2 model.n_head=4 model.n_embd=64
+                data.block_size=64 data.batch_size=8 trainer.device=cpu)
+  GPT_PLAIN=(--model gpt --block-size 64 --batch 8 --model-args n_layer=2 n_head=4 n_embd=64)
+  GPT_POINTS=("precision=fp32|fp32")
   VERDICT_MODE=(--advisory)
 fi
 WARMUP=$((STEPS / 6 > 2 ? STEPS / 6 : 2))
@@ -74,33 +85,49 @@ if [ "$DEVICE" = cuda ] && [ -z "${SKIP_TESTS:-}" ]; then
   tail -n 15 "$RESULTS_DIR/cuda_tests.log" | tee -a "$LOG"
 fi
 
-i=0
-SETTINGS=()
-for entry in "${POINTS[@]}"; do
-  point=${entry%%|*}
-  SETTINGS+=("${entry##*|}")
-  dir="$SWEEP_DIR/$i"
-  say "point $i: $point"
-  set -f  # the point's words are split, never globbed (export=[torch_export])
-  # shellcheck disable=SC2086
-  timeout --signal=TERM --kill-after=15 "$POINT_TIMEOUT" "$PYTHON" -m fastgpu "${WORKLOAD[@]}" "${COMMON[@]}" $point \
-      "hydra.run.dir=$dir" >> "$LOG" 2>&1
-  rc=$?
-  set +f
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    say "point $i timed out after ${POINT_TIMEOUT}s"
-    printf '{"status": "failed", "error_type": "Timeout", "error": "no result within %ss (POINT_TIMEOUT)"}\n' \
-      "$POINT_TIMEOUT" > "$dir/metrics.json"
-  elif [ $rc -ne 0 ]; then
-    say "point $i failed (exit $rc): $(tail -n 1 "$LOG")"
-  fi
-  i=$((i + 1))
-done
+# run_points SWEEP_DIR WORKLOAD_ARRAY POINT...: each point its own process and time limit; fills SETTINGS
+run_points() {
+  local sweep=$1 i=0 entry point dir rc
+  local -n workload=$2
+  shift 2
+  SETTINGS=()
+  for entry in "$@"; do
+    point=${entry%%|*}
+    SETTINGS+=("${entry##*|}")
+    dir="$sweep/$i"
+    say "point $i: $point"
+    set -f  # the point's words are split, never globbed (export=[torch_export])
+    # shellcheck disable=SC2086
+    timeout --signal=TERM --kill-after=15 "$POINT_TIMEOUT" "$PYTHON" -m fastgpu "${workload[@]}" "${COMMON[@]}" $point \
+        "hydra.run.dir=$dir" >> "$LOG" 2>&1
+    rc=$?
+    set +f
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      say "point $i timed out after ${POINT_TIMEOUT}s"
+      printf '{"status": "failed", "error_type": "Timeout", "error": "no result within %ss (POINT_TIMEOUT)"}\n' \
+        "$POINT_TIMEOUT" > "$dir/metrics.json"
+    elif [ $rc -ne 0 ]; then
+      say "point $i failed (exit $rc): $(tail -n 1 "$LOG")"
+    fi
+    i=$((i + 1))
+  done
+}
 
+run_points "$SWEEP_DIR" WORKLOAD "${POINTS[@]}"
 say "plain loop: ${SETTINGS[*]}"
 timeout 300 "$PYTHON" experiments/plain_loop.py --device "$DEVICE" "${PLAIN[@]}" --warmup "$WARMUP" \
     --steps $((STEPS - WARMUP)) --settings "${SETTINGS[@]}" --out "$RESULTS_DIR/plain_loop.json" >> "$LOG" 2>&1 \
   || say "plain loop failed: $(tail -n 1 "$LOG")"
+
+GPT_SWEEP="$RESULTS_DIR/sweep_gpt"
+rm -rf "$GPT_SWEEP"
+mkdir -p "$GPT_SWEEP"
+run_points "$GPT_SWEEP" GPT_WORKLOAD "${GPT_POINTS[@]}"
+say "plain nanoGPT-style loop: ${SETTINGS[*]}"
+timeout 300 "$PYTHON" experiments/plain_loop.py --device "$DEVICE" "${GPT_PLAIN[@]}" --warmup "$WARMUP" \
+    --steps $((STEPS - WARMUP)) --settings "${SETTINGS[@]}" --out "$RESULTS_DIR/plain_loop_gpt.json" >> "$LOG" 2>&1 \
+  || say "plain GPT loop failed: $(tail -n 1 "$LOG")"
+"$PYTHON" -m fastgpu.results.report "$GPT_SWEEP" >> "$LOG" 2>&1
 
 say "report"
 "$PYTHON" -m fastgpu.results.report "$SWEEP_DIR" --baseline precision=fp32 2>&1 | tee -a "$LOG"

@@ -10,7 +10,9 @@ without failing on them):
 - bf16 + channels_last >= 4x fp32 (FastGPU's own report);
 - no `export_error` in any point;
 - the data share of device-resident data <= 5%;
-- the compile point's steady energy per sample within 20% of eager bf16 + channels_last's.
+- the compile point's steady energy per sample within 20% of eager bf16 + channels_last's;
+- GPT points (sweep_gpt/, where the check ran them): every point finished, and FastGPU / the plain nanoGPT-style
+  loop >= 0.97 in tokens/s on every setting both ran.
 """
 
 import argparse
@@ -139,11 +141,50 @@ def judge(points: list, plain_rows: list, tests_exit: int, speed_enforced: bool)
     return {"passed": passed, "checks": checks, "rows": rows, "bf16_cl_speedup": speedup, "lever_gain": lever_gain}
 
 
+def judge_gpt(points: list, plain_rows: list, speed_enforced: bool) -> tuple:
+    """(rows, checks) of the GPT points against the plain nanoGPT-style loop, in tokens/s."""
+    plain = {setting_key(r["precision"], False, r["compile"], r.get("fused", False)): r for r in plain_rows}
+    rows, checks = [], []
+    for m in points:
+        key = point_key(m)
+        rate = plain.get(key, {}).get("tokens_per_s")
+        rows.append(
+            {
+                "setting": f"gpt:{key}",
+                "status": m.get("status", "missing"),
+                "fastgpu": m.get("throughput"),
+                "plain": rate,
+                "ratio": m["throughput"] / rate if m.get("throughput") and rate else None,
+                "data_share": m.get("data_time_share"),
+                "energy_per_sample_j": None,
+                "gpu_util": m.get("mean_gpu_util_percent"),
+                "mfu": m.get("mfu"),
+                "export_error": None,
+                "error": m.get("error"),
+            }
+        )
+    bad = [f"{r['setting']}: {r['status']} ({r['error']})" for r in rows if r["status"] != "ok"]
+    checks.append(
+        {"check": "every GPT point finished", "passed": not bad, "enforced": True, "detail": "; ".join(bad) or "ok"}
+    )
+    compared = [r for r in rows if r["ratio"] is not None]
+    slow = [f"{r['setting']} {r['ratio']:.3f}" for r in compared if r["ratio"] < MIN_RATIO]
+    checks.append(
+        {
+            "check": f"GPT: FastGPU / plain nanoGPT-style loop >= {MIN_RATIO} (tokens/s)",
+            "passed": bool(compared) and not slow,
+            "enforced": speed_enforced,
+            "detail": "; ".join(slow) or f"min {min((r['ratio'] for r in compared), default=float('nan')):.3f}",
+        }
+    )
+    return rows, checks
+
+
 def markdown(verdict: dict, device: str) -> str:
     lines = [
         f"# GPU check verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({device})",
         "",
-        "| setting | status | FastGPU img/s | plain img/s | FastGPU / plain | MFU | data share | J/sample "
+        "| setting | status | FastGPU img/s (gpt: tok/s) | plain | FastGPU / plain | MFU | data share | J/sample "
         "| GPU util % |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -173,6 +214,13 @@ def main(argv=None) -> int:
     results = Path(args.results_dir)
     plain = json.loads((results / "plain_loop.json").read_text()) if (results / "plain_loop.json").exists() else {}
     verdict = judge(load_points(results / "sweep"), plain.get("rows", []), args.tests_exit, not args.advisory)
+    if (results / "sweep_gpt").is_dir():
+        plain_gpt = results / "plain_loop_gpt.json"
+        gpt_rows = json.loads(plain_gpt.read_text())["rows"] if plain_gpt.exists() else []
+        rows, checks = judge_gpt(load_points(results / "sweep_gpt"), gpt_rows, not args.advisory)
+        verdict["rows"] += rows
+        verdict["checks"] += checks
+        verdict["passed"] = all(c["passed"] for c in verdict["checks"] if c["enforced"])
     verdict["device"] = plain.get("device", "unknown")
     (results / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
     (results / "verdict.md").write_text(markdown(verdict, verdict["device"]))

@@ -12,7 +12,7 @@ the per-round ratios of plain's marginal step time over FastGPU's (FastGPU's thr
 (this process's threads; W&B's own service process is not in it) is reported beside it: steal time stretches wall
 time, not CPU time (but contention for caches and memory bandwidth stretches both).
 
-    python experiments/overhead.py                       # small_cnn/digits and resnet18/synthetic 3x32x32
+    python experiments/overhead.py                       # small_cnn/digits, resnet18/synthetic 3x32x32, gpt/text
     python experiments/overhead.py --rounds 7 --device cuda
 """
 
@@ -46,12 +46,16 @@ CASES = {
         20,
         120,
     ),
+    # FastGPU's GPT on the shipped text (task=language_model) against a nanoGPT-style plain loop
+    "gpt-text": (["task=language_model", "model=gpt", "data=text"], 10, 60),
 }
 WARMUP = 5
 
 
 def plain_loop(cfg, device, steps: int) -> None:
-    """What a user writes by hand: build, then `steps` steps; no logging, no metrics."""
+    """What a user writes by hand: build, then `steps` steps; no logging, no metrics. A language model's loss is
+    nanoGPT's: the logits flattened into one cross-entropy."""
+    language_model = cfg.task.name == "language_model"
     torch.manual_seed(cfg.trainer.seed)
     loader = build_data(cfg.data, cfg.trainer.seed, device=device).train
     model = build_model(cfg.model).to(device)
@@ -61,7 +65,11 @@ def plain_loop(cfg, device, steps: int) -> None:
     while done < steps:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            if language_model:
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+            else:
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

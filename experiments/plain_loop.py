@@ -1,5 +1,9 @@
 """The yardstick: a hand-written PyTorch training loop, run on the settings of the GPU check's sweep.
 
+`--model gpt` is a nanoGPT-style loop instead: random token ids (batch x block size) on the device, the logits
+flattened into one cross-entropy (nanoGPT's `F.cross_entropy(logits.view(-1, V), targets.view(-1))`), throughput
+in tokens/s; `fp8` swaps the blocks' Linear layers for torchao's float8 ones, as FastGPU's precision=fp8 does.
+
 What a careful user writes by hand: the model, SGD (lr 0.01, momentum 0.9, weight decay 1e-4), one fixed
 synthetic batch on the device, autocast (+ GradScaler for fp16), TF32 flags, channels_last and
 torch.compile (and its mode) and a fused SGD as the setting says, cudnn.benchmark on (FastGPU's default);
@@ -25,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from fastgpu.zoo.models import build_model  # noqa: E402
 
-DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
+VOCAB = 256  # data=text is byte-level
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -54,27 +59,52 @@ def run(setting: dict, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     # the same model FastGPU builds: its model config, with the data facts it interpolates
+    gpt = args.model == "gpt"
     config = OmegaConf.create(
         {
             "model": OmegaConf.load(REPO / "fastgpu" / "conf" / "model" / f"{args.model}.yaml"),
-            "data": {"channels": 3, "image_size": args.image_size, "num_classes": args.classes},
+            "data": {
+                "channels": 3,
+                "image_size": args.image_size,
+                "num_classes": args.classes,
+                "vocab_size": VOCAB,
+                "block_size": args.block_size,
+            },
         }
     )
     if "stem" in config.model:
         config.model.stem = args.stem
+    for assignment in args.model_args:  # n_layer=12 n_embd=768 ...
+        key, value = assignment.split("=", 1)
+        config.model[key] = type(config.model[key])(value) if key in config.model else value
     memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format
     model = build_model(config.model).to(device, memory_format=memory_format)
+    if setting["precision"] == "fp8":
+        from torchao.float8 import convert_to_float8_training
+
+        from fastgpu.train.precision import fp8_eligible
+
+        model = convert_to_float8_training(model, module_filter_fn=fp8_eligible)
     forward = torch.compile(model, mode=setting["compile"]) if setting["compile"] else model
     fused = {"fused": True} if setting["fused"] else {}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, **fused)
     dtype = DTYPES[setting["precision"]]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
-    y = torch.randint(0, args.classes, (args.batch,), device=device)
+    if gpt:
+        x = torch.randint(0, VOCAB, (args.batch, args.block_size), device=device)
+        y = torch.randint(0, VOCAB, (args.batch, args.block_size), device=device)
+    else:
+        x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
+        y = torch.randint(0, args.classes, (args.batch,), device=device)
+
+    def loss_of(output):
+        if gpt:
+            return F.cross_entropy(output.view(-1, output.size(-1)), y.view(-1))
+        return F.cross_entropy(output, y)
 
     def step():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(forward(x), y)
+            loss = loss_of(forward(x))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -101,6 +131,7 @@ def run(setting: dict, args) -> dict:
         **setting,
         "steps": args.steps,
         "samples_per_s": args.steps * args.batch / seconds,
+        **({"tokens_per_s": args.steps * args.batch * args.block_size / seconds} if gpt else {}),
         "step_ms": 1e3 * seconds / args.steps,
         "warmup_s": warmup_s,
     }
@@ -118,6 +149,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--block-size", type=int, default=1024, help="gpt: tokens per sequence")
+    parser.add_argument("--model-args", nargs="*", default=[], help="the model config's keys, e.g. n_layer=12")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--settings", nargs="+", required=True)

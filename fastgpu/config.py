@@ -51,7 +51,7 @@ class InferenceConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
+    epochs: int = "${oc.select:data.epochs,20}"  # 20, or the number of epochs the data config suggests (text: 2)
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
     accumulate_grad_batches: int = 1  # loader batches per optimizer step (DDP syncs gradients on the last only)
     cudnn_benchmark: Optional[bool] = None  # None: on, unless deterministic
@@ -109,6 +109,7 @@ class FastGPUConfig:
     # beside FastGPU's own (zoo/models.py MODEL_KEYS, zoo/data.py LOADER_KEYS); ranges below where a key is present
     model: Any = None
     data: Any = None
+    task: Any = None  # what is learnt: the loss, the metrics, the unit counted (fastgpu/train/task.py)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
@@ -200,6 +201,12 @@ RANGES = {
     "model.hidden_dims": _at_least(1),
     "model.dropout": _between(0, 1, high_open=True),
     "model.stem": _one_of("auto", "imagenet", "cifar"),
+    "model.n_layer": _at_least(1),
+    "model.n_head": _at_least(1),
+    "model.n_embd": _at_least(1),
+    "model.attention": _one_of("auto", "flash", "efficient", "cudnn", "math"),
+    "data.block_size": _at_least(1),
+    "data.vocab_size": _at_least(2),
     "data.num_classes": _at_least(2),
     "data.channels": _at_least(1),
     "data.image_size": _at_least(1),

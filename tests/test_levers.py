@@ -127,7 +127,7 @@ def test_flop_count_of_a_known_mlp_equals_the_hand_count():
     forward = 2 * (64 * 256 + 256 * 10)
     weight_grads = forward
     input_grads = 2 * 256 * 10  # the first layer's input needs no gradient
-    assert training_flops_per_sample(model, (1, 8, 8)) == forward + weight_grads + input_grads
+    assert training_flops_per_sample(model, torch.empty(2, 1, 8, 8)) == forward + weight_grads + input_grads
     assert model[1].weight.device.type == "cpu" and model[1].weight.grad is None  # counted on a meta copy
 
 
@@ -137,7 +137,9 @@ def test_flops_leave_out_recomputation_and_a_model_that_cannot_be_counted_costs_
 
     plain = build_model(compose_cfg().model)
     checkpointed = build_model(compose_cfg("model.activation_checkpointing=true").model)
-    assert training_flops_per_sample(checkpointed, (1, 8, 8)) == training_flops_per_sample(plain, (1, 8, 8))
+    assert training_flops_per_sample(checkpointed, torch.empty(2, 1, 8, 8)) == training_flops_per_sample(
+        plain, torch.empty(2, 1, 8, 8)
+    )
 
     class DataDependent(torch.nn.Module):  # .item() has no meaning on the meta device
         def __init__(self):
@@ -147,25 +149,25 @@ def test_flops_leave_out_recomputation_and_a_model_that_cannot_be_counted_costs_
         def forward(self, x):
             return self.linear(x.flatten(1)) * x.abs().max().item()
 
-    flops, why = counted_flops_per_sample(DataDependent(), (1, 8, 8))
+    flops, why = counted_flops_per_sample(DataDependent(), torch.empty(2, 1, 8, 8))
     assert flops is None and why.startswith("FLOPs not counted: ")
-    out = mfu_figures(flops, 100.0, "cuda", "NVIDIA H100 80GB HBM3", "bf16", 1, why)
+    out = mfu_figures(flops, "samples", 100.0, "cuda", "NVIDIA H100 80GB HBM3", "bf16", 1, why)
     assert out["mfu"] is None and out["mfu_unavailable"] == why
 
 
 def test_mfu_against_the_peak_table():
     flops, throughput = 24.3e9, 7000.0
-    h100 = mfu_figures(flops, throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=1)
+    h100 = mfu_figures(flops, "samples", throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=1)
     assert h100["achieved_tflops"] == pytest.approx(flops * throughput / 1e12)
     assert h100["mfu"] == pytest.approx(flops * throughput / 989.4e12)
-    two = mfu_figures(flops, 2 * throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=2)
+    two = mfu_figures(flops, "samples", 2 * throughput, "cuda", "NVIDIA H100 80GB HBM3", "bf16", world_size=2)
     assert two["mfu"] == pytest.approx(h100["mfu"])  # twice the samples on twice the GPUs
     assert peak_tflops("NVIDIA L40S", "bf16")[0] == 362.1 and peak_tflops("NVIDIA L4", "bf16")[0] == 121.0
     assert peak_tflops("NVIDIA H100 PCIe", "fp8")[0] == 1513.0 and peak_tflops("NVIDIA H200", "fp32")[0] == 66.9
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp8") == (None, "A100 has no fp8 tensor cores in the peak table")
-    unknown = mfu_figures(flops, throughput, "cuda", "NVIDIA GeForce GTX 1080", "fp32", world_size=1)
+    unknown = mfu_figures(flops, "samples", throughput, "cuda", "NVIDIA GeForce GTX 1080", "fp32", world_size=1)
     assert unknown["mfu"] is None and "no peak FLOP/s known for 'NVIDIA GeForce GTX 1080'" in unknown["mfu_unavailable"]
-    cpu = mfu_figures(flops, throughput, "cpu", "x86_64", "fp32", world_size=1)
+    cpu = mfu_figures(flops, "samples", throughput, "cpu", "x86_64", "fp32", world_size=1)
     assert cpu["mfu"] is None and cpu["achieved_tflops"] > 0
 
 

@@ -128,5 +128,9 @@ def test_gpu_check_script_cpu_fallback(tmp_path):
     assert (tmp_path / "report.md").read_text().count("Recommendation") == 1
     assert (tmp_path / "throughput_vs_memory.png").stat().st_size > 10_000  # synthetic data: no accuracy plot
     verdict = json.loads((tmp_path / "verdict.json").read_text())  # the plain loop ran the same 2 settings
-    assert verdict["passed"] and len(verdict["rows"]) == 2 and all(r["plain"] > 0 for r in verdict["rows"])
+    # the plain loops ran the same settings: 2 image points and 1 GPT point (tokens/s)
+    assert verdict["passed"] and len(verdict["rows"]) == 3 and all(r["plain"] > 0 for r in verdict["rows"])
+    assert [r["setting"] for r in verdict["rows"]][-1] == "gpt:fp32"
+    gpt = json.loads((tmp_path / "sweep_gpt" / "0" / "metrics.json").read_text())
+    assert gpt["throughput_unit"] == "tokens" and gpt["status"] == "ok"
     assert {c["check"] for c in verdict["checks"] if not c["enforced"]} >= {"FastGPU / plain >= 0.97"}

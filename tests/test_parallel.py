@@ -18,39 +18,50 @@ from fastgpu.job.launch import launch
 from fastgpu.train.distributed import free_port
 from fastgpu.train.parallel import no_gradient_sync, wrap_model
 from fastgpu.train.step import backward_step, optimizer_step, train_step
+from fastgpu.train.task import build_task
 from fastgpu.zoo.models import build_model
 
 GLOBAL_BATCH, STEPS = 8, 5
+# the models trained: the mlp on digit-shaped images, and a small GPT on token ids (its task's loss)
+MODELS = {
+    "mlp": ("model=mlp",),
+    "gpt": ("model=gpt", "data=text", "task=language_model", "model.n_layer=2", "model.n_embd=32", "model.n_head=2"),
+}
 
 
-def _batches():
+def _batches(model: str):
     generator = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
-        yield (
-            torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=generator),
-            torch.randint(0, 10, (GLOBAL_BATCH,), generator=generator),
-        )
+        if model == "gpt":
+            tokens = torch.randint(0, 256, (GLOBAL_BATCH, 17), generator=generator)
+            yield tokens[:, :-1], tokens[:, 1:]
+        else:
+            yield (
+                torch.randn(GLOBAL_BATCH, 1, 8, 8, generator=generator),
+                torch.randint(0, 10, (GLOBAL_BATCH,), generator=generator),
+            )
 
 
-def _train(strategy: str, rank: int = 0, world: int = 1, accumulate: int = 1, skip_sync: bool = True):
-    """Train the mlp on this rank's share of the global batches, in `accumulate` micro-batches per step (gradients
+def _train(strategy: str, rank=0, world=1, accumulate=1, skip_sync=True, model_name="mlp"):
+    """Train the model on this rank's share of the global batches, in `accumulate` micro-batches per step (gradients
     synchronised on the last only, unless `skip_sync` is off); return (model, what it was wrapped in)."""
-    cfg = compose_cfg("model=mlp", f"parallel={strategy}")
+    cfg = compose_cfg(*MODELS[model_name], f"parallel={strategy}")
+    loss = build_task(cfg.task).loss
     torch.manual_seed(0)
     model, wrapped = wrap_model(build_model(cfg.model), cfg.parallel, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     share = GLOBAL_BATCH // world
     micro = share // accumulate
-    for x, y in _batches():
+    for x, y in _batches(model_name):
         if accumulate == 1:
             rows = slice(rank * share, (rank + 1) * share)
-            train_step(model, x[rows], y[rows], optimizer, scaler, contextlib.nullcontext)
+            train_step(model, x[rows], y[rows], optimizer, scaler, contextlib.nullcontext, loss_fn=loss)
             continue
         for i in range(accumulate):
             rows = slice(rank * share + i * micro, rank * share + (i + 1) * micro)
             with no_gradient_sync(model) if skip_sync and i < accumulate - 1 else contextlib.nullcontext():
-                backward_step(model, x[rows], y[rows], scaler, contextlib.nullcontext, accumulate)
+                backward_step(model, x[rows], y[rows], scaler, contextlib.nullcontext, accumulate, loss)
         optimizer_step(optimizer, scaler)
     return model, wrapped
 
@@ -63,13 +74,15 @@ def _gradient_collectives(train) -> int:
     return sum(1 for n in names if n.startswith("gloo:") and ("all_reduce" in n or "reduce_scatter" in n))
 
 
-def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accumulate: int = 1) -> None:
+def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accumulate: int, model_name: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         trained = []
-        collectives = _gradient_collectives(lambda: trained.append(_train(strategy, rank, world, accumulate)))
+        collectives = _gradient_collectives(
+            lambda: trained.append(_train(strategy, rank, world, accumulate, model_name=model_name))
+        )
         model, wrapped = trained[0]
         if accumulate > 1:  # the same training with every micro-batch synchronised: what no_sync must save
             synced = _gradient_collectives(lambda: _train(strategy, rank, world, accumulate, skip_sync=False))
@@ -90,28 +103,30 @@ def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accum
         dist.destroy_process_group()
 
 
-def _spawn(strategy: str, tmp_path, accumulate: int = 1) -> list:
-    mp.spawn(_worker, args=(2, free_port(), strategy, str(tmp_path), accumulate), nprocs=2, join=True)
+def _spawn(strategy: str, tmp_path, accumulate: int = 1, model_name: str = "mlp") -> list:
+    mp.spawn(_worker, args=(2, free_port(), strategy, str(tmp_path), accumulate, model_name), nprocs=2, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
 @pytest.mark.slow
-def test_ddp_ranks_stay_identical_and_match_one_process_on_the_global_batch(tmp_path):
-    ranks = _spawn("ddp", tmp_path)
-    single, wrapped = _train("none")
+@pytest.mark.parametrize("model_name", ["mlp", "gpt"])
+def test_ddp_ranks_stay_identical_and_match_one_process_on_the_global_batch(model_name, tmp_path):
+    ranks = _spawn("ddp", tmp_path, model_name=model_name)
+    single, wrapped = _train("none", model_name=model_name)
     assert wrapped == "none" and all(r["wrapped"] == "ddp" for r in ranks)
     for name, p in single.named_parameters():
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name  # replicas identical
         assert torch.allclose(ranks[0]["params"][name], p.detach(), atol=1e-5), name  # gradients were averaged
     torch.manual_seed(0)
-    initial = dict(build_model(compose_cfg("model=mlp").model).named_parameters())
+    initial = dict(build_model(compose_cfg(*MODELS[model_name]).model).named_parameters())
     assert not any(torch.allclose(initial[name], p) for name, p in single.named_parameters())  # it trained
 
 
 @pytest.mark.slow
-def test_fsdp_shards_parameters_as_dtensors_and_trains_like_one_process(tmp_path):
-    ranks = _spawn("fsdp", tmp_path)
-    single, _ = _train("none")
+@pytest.mark.parametrize("model_name", ["mlp", "gpt"])
+def test_fsdp_shards_parameters_as_dtensors_and_trains_like_one_process(model_name, tmp_path):
+    ranks = _spawn("fsdp", tmp_path, model_name=model_name)
+    single, _ = _train("none", model_name=model_name)
     assert all(r["wrapped"] == "fsdp" for r in ranks)
     for name, p in single.named_parameters():
         local, full = ranks[0]["sharded"][name]

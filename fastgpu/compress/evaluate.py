@@ -17,8 +17,9 @@ from omegaconf import OmegaConf
 
 from fastgpu.compress import quantize  # noqa: F401  (registers torchao's int8 ops, quiets its import)
 from fastgpu.compress.deploy import MODEL_FILE
-from fastgpu.measure.quality import eval_metrics, evaluate
+from fastgpu.measure.quality import evaluate
 from fastgpu.results.store import CONFIG_FILE, read_metrics
+from fastgpu.train.task import batches_for, build_task
 from fastgpu.zoo.data import build_data
 
 
@@ -27,9 +28,10 @@ def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
     program = torch.export.load(str(run_dir / MODEL_FILE))
     model = program.module()
     target = torch.device(device)
-    data = build_data(cfg.data, cfg.trainer.seed, 0, 1, target)
+    task = build_task(cfg.task)
+    data = batches_for(task, build_data(cfg.data, cfg.trainer.seed, 0, 1, target))
     memory_format = torch.channels_last if cfg.channels_last and target.type == "cuda" else torch.preserve_format
-    collection = eval_metrics(cfg.data.num_classes, target)
+    collection = task.metrics(target)
     return evaluate(model.to(target), data.val, contextlib.nullcontext, target, memory_format, collection)
 
 

@@ -14,8 +14,9 @@ import torch
 from fastgpu.compress import deploy, quantize
 from fastgpu.compress import methods as C
 from fastgpu.errors import described
-from fastgpu.measure.quality import eval_metrics, evaluate
+from fastgpu.measure.quality import evaluate
 from fastgpu.results.stats import ratio_ci
+from fastgpu.train.task import batches_for, build_task
 from fastgpu.zoo.data import build_data
 from fastgpu.zoo.models import build_model
 
@@ -50,7 +51,8 @@ def _suffixed(values: dict, suffix: str) -> dict:
 def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: dict, out_dir: Path) -> dict:
     """Before/after numbers of the deploy model. Both sides are measured on the device the compressed
     model is deployed to (`deploy_device`: the CPU for x86 int8), so their ratios compare like with like."""
-    data = build_data(cfg.data, cfg.trainer.seed, 0, 1, device)
+    task = build_task(cfg.task)
+    data = batches_for(task, build_data(cfg.data, cfg.trainer.seed, 0, 1, device))
     model = build_model(cfg.model)
     model.load_state_dict(model_state)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -72,16 +74,17 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         before.update(deploy.exported_size(reference, example.to(target)))
     del reference
 
-    deployed, target, facts = C.compress(ccfg, model, data, device, precision, memory_format)
+    deployed, target, facts = C.compress(ccfg, model, data, device, precision, memory_format, task.loss)
     result.update(facts)
     result.update(deploy.export_model(deployed, example.to(target), out_dir, cfg.export))
 
     if ccfg.name == "none":
         after = dict(before)
     else:
-        collection = eval_metrics(cfg.data.num_classes, target)
+        collection = task.metrics(target)
         val_after = evaluate(deployed, data.val, autocast, target, target_format, collection)
-        after = {**C.sparsity(deployed), **{k: val_after[k] for k in QUALITY}, "val_loss": val_after["loss"]}
+        after = {**C.sparsity(deployed), **{k: val_after.get(k) for k in QUALITY}, "val_loss": val_after["loss"]}
+        after.update({k: val_after[k] for k in ("perplexity",) if k in val_after})
         after.update(_measure(deployed, batch, target, autocast, cfg, ccfg.compile_inference))
         if ccfg.name in C.INT8_CPU:
             result.update(quantize.quantized_weight_bytes(deployed))
@@ -96,7 +99,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
 
     result.update(_suffixed(before, "before"))
     result.update(_suffixed(after, "after"))
-    result.update({k: after[k] for k in (*QUALITY, "sparsity", "nonzero_params") if k in after})
+    result.update({k: after[k] for k in (*QUALITY, "perplexity", "sparsity", "nonzero_params") if k in after})
     if "val_loss" in after:
         result["val_loss"] = after["val_loss"]
     if result.get("serialized_bytes_before") and result.get("serialized_bytes_after"):

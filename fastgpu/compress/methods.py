@@ -26,6 +26,12 @@ class Inputs:
     precision: object
     memory_format: torch.memory_format
     example: torch.Tensor
+    loss: object  # the task's loss(output, target), for fine-tuning
+
+    @property
+    def training(self) -> tuple:
+        """finetune's arguments after the epochs and the learning rate."""
+        return self.device, self.precision, self.memory_format, self.loss
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -131,15 +137,7 @@ def none(cfg, model, io):
 def prune(cfg, model, io):
     if cfg.schedule == "oneshot":
         pruning.apply_magnitude_pruning(model, cfg.amount, cfg.scope)
-        finetune(
-            model.train(),
-            io.data.train,
-            cfg.finetune_epochs,
-            cfg.finetune_lr,
-            io.device,
-            io.precision,
-            io.memory_format,
-        )
+        finetune(model.train(), io.data.train, cfg.finetune_epochs, cfg.finetune_lr, *io.training)
         pruning.make_permanent(model)
     return model.eval(), io.device, {}
 
@@ -147,7 +145,14 @@ def prune(cfg, model, io):
 def prune_structured(cfg, model, io):
     facts = {"structured_speedup": pruning.structured_prune(model, cfg.amount)}
     finetune(
-        model.train(), io.data.train, cfg.finetune_epochs, cfg.finetune_lr, io.device, io.precision, io.memory_format
+        model.train(),
+        io.data.train,
+        cfg.finetune_epochs,
+        cfg.finetune_lr,
+        io.device,
+        io.precision,
+        io.memory_format,
+        io.loss,
     )
     return model.eval(), io.device, facts
 
@@ -172,13 +177,13 @@ def quantize_static(cfg, model, io):
 
 def qat(cfg, model, io):
     converted = quantize.quantize_aware_train(
-        model.cpu(), io.data.train, cfg.qat_epochs, cfg.finetune_lr, io.example.cpu(), io.precision
+        model.cpu(), io.data.train, cfg.qat_epochs, cfg.finetune_lr, io.example.cpu(), io.precision, io.loss
     )
     return _on_cpu(converted)
 
 
-def compress(cfg, model: nn.Module, data, device, precision, memory_format) -> tuple:
+def compress(cfg, model: nn.Module, data, device, precision, memory_format, loss) -> tuple:
     """Return (deploy model, its device, facts about what was done) by the compression config's `method` target."""
     method = build(cfg.method, "compression.method")
     example = next(iter(data.val))[0][:2]
-    return method(cfg, model, Inputs(data, device, precision, memory_format, example))
+    return method(cfg, model, Inputs(data, device, precision, memory_format, example, loss))

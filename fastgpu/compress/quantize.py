@@ -69,14 +69,14 @@ def quantize_static(model: nn.Module, loader, batches: int, example: torch.Tenso
     return converted
 
 
-def quantize_aware_train(model: nn.Module, loader, epochs: int, lr: float, example: torch.Tensor, precision):
+def quantize_aware_train(model: nn.Module, loader, epochs: int, lr: float, example: torch.Tensor, precision, loss_fn):
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         prepared = prepare_qat_pt2e(_export(model.train(), example).module(), _x86_quantizer(is_qat=True))
-    finetune(prepared, loader, epochs, lr, torch.device("cpu"), precision, torch.preserve_format)
+    finetune(prepared, loader, epochs, lr, torch.device("cpu"), precision, torch.preserve_format, loss_fn)
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     drop_unused_attributes(converted)

@@ -38,8 +38,8 @@ def check_before_writing(cfg) -> None:
     if isinstance(resume, str):
         resume_config(Path(resume))  # that run's own settings were checked when it started
         return
-    check_ranges(cfg)
     check_targets(cfg)
+    check_ranges(cfg)
     check_data(cfg)
     from fastgpu.train.distributed import external_launcher_env
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import fastgpu
+from fastgpu.components import component_name
 from fastgpu.compress.finalize import compress_and_deploy
 from fastgpu.compress.methods import training_hook
 from fastgpu.config import compile_mode
@@ -21,7 +22,6 @@ from fastgpu.measure.memory import memory_limit, peak_memory, reset_peak_memory
 from fastgpu.measure.meter import RunMeter
 from fastgpu.measure.monitor import ResourceMonitor
 from fastgpu.measure.profiling import StepProfiler
-from fastgpu.measure.quality import eval_metrics
 from fastgpu.measure.reduce import all_reduce
 from fastgpu.results.store import write_metrics
 from fastgpu.train.checkpoint import Progress
@@ -32,6 +32,7 @@ from fastgpu.train.optim import build_optimizer, build_scheduler, optimizer_impl
 from fastgpu.train.parallel import no_gradient_sync, rank_param_max_diff, wrap_model
 from fastgpu.train.precision import build_precision, convert_for_precision
 from fastgpu.train.signals import PreemptionWatch
+from fastgpu.train.task import Task, batches_for, build_task
 from fastgpu.zoo.data import build_data
 from fastgpu.zoo.models import build_model, model_stats
 
@@ -41,6 +42,7 @@ class Job:
     """Everything the training loop works with, built once from the config."""
 
     cfg: object
+    task: Task
     env: DistEnv
     device: torch.device
     precision: object
@@ -55,7 +57,7 @@ class Job:
     total_steps: int  # optimizer steps
     steps_per_epoch: int  # optimizer steps per epoch (loader batches / trainer.accumulate_grad_batches)
     epochs: int
-    metrics: object  # the evaluation metrics (metrics.ClassificationMetrics)
+    metrics: object  # the task's evaluation metrics (fastgpu/measure/quality.py)
     stats: dict  # parameter count and size of the bare model
 
     @property
@@ -114,12 +116,16 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
         measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
     metrics = summarize(job, p, {**when, **measured, "runs_before_in_process": runs_before})
     metrics.update(compile_record(compile_mode(cfg)))
+    if job.task.unit == "tokens":  # the same figure by the name language-model tables use
+        metrics["tokens_per_s"] = metrics["throughput"]
     # counted after training on the model built afresh on the meta device: nothing on the way to the first step
-    sample_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    flops, flops_unavailable = counted_flops_of(cfg.model, sample_shape) if env.is_main else (None, None)
+    flops, flops_unavailable = (None, None)
+    if env.is_main:
+        flops, flops_unavailable = counted_flops_of(cfg.model, *example_of(job))
     metrics.update(
         mfu_figures(
             flops,
+            job.task.unit,
             metrics["throughput"],
             job.device.type,
             metrics["device_name"],
@@ -146,21 +152,27 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
 
 def build(cfg, env: DistEnv) -> Job:
     tcfg = cfg.trainer
+    task = build_task(cfg.task)
+    if cfg.channels_last and task.unit == "tokens":
+        raise FastGPUError("channels_last=true is a layout of 4-D image batches; a language model's are token ids")
     device = resolve_device(tcfg.device, env)
     precision = build_precision(cfg.precision, device)
     init_process_group(env, device, cfg.parallel.backend)
     set_cpu_threads(tcfg.num_threads)
     seed_everything(tcfg.seed, tcfg.deterministic)
     torch.backends.cudnn.benchmark = cudnn_benchmark(tcfg)
-    data = build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device)
+    data = batches_for(task, build_data(cfg.data, tcfg.seed, env.rank, env.world_size, device))
     bare = build_model(cfg.model)
     stats = model_stats(bare)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     bare = bare.to(device, memory_format=torch.channels_last) if cfg.channels_last else bare.to(device)
+    if hasattr(bare, "check_device"):  # a model that knows what it needs of the device (GPT: its attention kernel)
+        bare.check_device(device, precision.autocast_dtype)
     bare = convert_for_precision(precision, bare)
     model, parallel = wrap_model(bare, cfg.parallel, device)
     accumulate = tcfg.accumulate_grad_batches
-    steps_per_epoch = len(data.train) // accumulate
+    batches, stream = loader_length(data.train, tcfg.max_steps)
+    steps_per_epoch = batches // accumulate
     if steps_per_epoch == 0:
         raise FastGPUError(
             f"data.batch_size={cfg.data.batch_size} x trainer.accumulate_grad_batches={accumulate} is larger than "
@@ -176,6 +188,7 @@ def build(cfg, env: DistEnv) -> Job:
         start_compile_record()
     return Job(
         cfg=cfg,
+        task=task,
         env=env,
         device=device,
         precision=precision,
@@ -189,10 +202,30 @@ def build(cfg, env: DistEnv) -> Job:
         memory_format=memory_format,
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
-        epochs=math.ceil(total_steps / steps_per_epoch),
-        metrics=eval_metrics(cfg.data.num_classes, device),
+        # a stream is passed over again until max_steps (each pass, however short, an epoch)
+        epochs=total_steps if stream else math.ceil(total_steps / steps_per_epoch),
+        metrics=task.metrics(device),
         stats=stats,
     )
+
+
+def loader_length(loader, max_steps) -> tuple:
+    """(batches per epoch, whether the data is a stream without a length): a stream (an IterableDataset) counts as
+    trainer.max_steps batches, which it may end before."""
+    try:
+        return len(loader), False
+    except TypeError:
+        if max_steps is None:
+            raise FastGPUError(
+                "the training data is a stream without a length (an IterableDataset); set trainer.max_steps"
+            ) from None
+        return max_steps, True
+
+
+def example_of(job: Job) -> tuple:
+    """(one validation sample's input, as a batch of 2, and the units it holds): for counting FLOPs."""
+    x, y = next(iter(job.data.val))
+    return x[:2], job.task.units(y[:2]) / 2
 
 
 def cudnn_benchmark(tcfg) -> bool:
@@ -220,13 +253,16 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "target_accuracy": cfg.trainer.target_accuracy,
         "val_loss": val.get("loss"),
         **{k: val.get(k) for k in ("accuracy", "precision", "recall", "f1")},
+        **{k: val[k] for k in ("perplexity",) if k in val},
         "best_accuracy": p.best_accuracy,
         **memory,
         **job.stats,
+        "task": job.task.name,
+        "throughput_unit": job.task.unit,
         "steps": p.step,
         "steps_per_epoch": job.steps_per_epoch,
         "epochs": p.epoch + 1,
-        "data": cfg.data.name,
+        "data": component_name(cfg.data),
         "data_loader": cfg.data.loader,
         "batch_size": cfg.data.batch_size,
         "global_batch_size": cfg.data.batch_size * env.world_size * cfg.trainer.accumulate_grad_batches,
@@ -240,7 +276,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "optimizer_impl": optimizer_impl(job.optimizer),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
-        "activation_checkpointing": bool(cfg.model.activation_checkpointing),
+        "activation_checkpointing": bool(cfg.model.get("activation_checkpointing", False)),
         "channels_last": bool(cfg.channels_last),
         "parallel": job.parallel,
         "parallel_requested": cfg.parallel.strategy,

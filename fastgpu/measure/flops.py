@@ -25,32 +25,35 @@ PEAK_TFLOPS = {
 }
 
 
-def training_flops_per_sample(model: torch.nn.Module, sample_shape, batch: int = 2) -> float:
-    """Forward + backward FLOPs of one sample (a `batch` of samples counted, divided by `batch`): the model's own
+def training_flops_per_sample(model: torch.nn.Module, example: torch.Tensor) -> float:
+    """Forward + backward FLOPs of one sample (the `example` batch counted, divided by its length): the model's own
     FLOPs, as MFU counts them (PaLM's appendix B), so activation checkpointing's recomputation is left out."""
+    from fastgpu.measure.quality import logits_of
+
     meta = _without_recomputation(copy.deepcopy(model).to("meta"))
     meta.train()
-    x = torch.empty((batch, *sample_shape), device="meta")
+    x = torch.empty_like(example, device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
-        meta(x).float().sum().backward()
-    return counter.get_total_flops() / batch
+        logits_of(meta(x)).float().sum().backward()
+    return counter.get_total_flops() / len(example)
 
 
-def counted_flops_per_sample(model: torch.nn.Module, sample_shape) -> tuple:
+def counted_flops_per_sample(model: torch.nn.Module, example: torch.Tensor) -> tuple:
     """(FLOPs per sample, None), or (None, why not) for a model that cannot run on the meta device or be counted:
     a secondary figure never fails the run."""
     try:
-        return training_flops_per_sample(model, sample_shape), None
+        return training_flops_per_sample(model, example), None
     except Exception as exc:  # a data-dependent op, a custom kernel without a meta implementation, ...
         from fastgpu.errors import described
 
         return None, f"FLOPs not counted: {described(exc, 160)}"
 
 
-def counted_flops_of(model_cfg, sample_shape) -> tuple:
-    """counted_flops_per_sample of the configured model, built afresh on the meta device (no memory, no copy of the
-    trained model); (None, why not) where it cannot be built there."""
+def counted_flops_of(model_cfg, example: torch.Tensor, units_per_sample: float = 1.0) -> tuple:
+    """Training FLOPs per unit (sample, or token: `units_per_sample` of them in one of `example`'s samples) of the
+    configured model, built afresh on the meta device (no memory, no copy of the trained model); (None, why not)
+    where it cannot be built there."""
     from fastgpu.zoo.models import build_model
 
     try:
@@ -60,7 +63,8 @@ def counted_flops_of(model_cfg, sample_shape) -> tuple:
         from fastgpu.errors import described
 
         return None, f"FLOPs not counted: {described(exc, 160)}"
-    return counted_flops_per_sample(model, sample_shape)
+    flops, why = counted_flops_per_sample(model, example)
+    return (flops / units_per_sample if flops is not None else None), why
 
 
 def _without_recomputation(model: torch.nn.Module) -> torch.nn.Module:
@@ -86,7 +90,8 @@ def peak_tflops(device_name: str, precision: str) -> tuple:
 
 
 def mfu_figures(
-    flops_per_sample: Optional[float],
+    flops_per_unit: Optional[float],
+    unit: str,
     throughput: Optional[float],
     device_type: str,
     device_name: str,
@@ -94,12 +99,13 @@ def mfu_figures(
     world_size: int,
     flops_unavailable: Optional[str] = None,
 ) -> dict:
-    """flops_per_sample, achieved_tflops (all ranks together) and mfu (or mfu_unavailable: why not)."""
-    out = {"flops_per_sample": flops_per_sample, "achieved_tflops": None, "mfu": None}
-    if flops_per_sample is None or not throughput:
+    """flops_per_sample (or _token: per `unit` of throughput), achieved_tflops (all ranks together) and mfu (or
+    mfu_unavailable: why not)."""
+    out = {f"flops_per_{unit.rstrip('s')}": flops_per_unit, "achieved_tflops": None, "mfu": None}
+    if flops_per_unit is None or not throughput:
         out["mfu_unavailable"] = flops_unavailable or "no FLOP count or no steady throughput"
         return out
-    out["achieved_tflops"] = flops_per_sample * throughput / 1e12
+    out["achieved_tflops"] = flops_per_unit * throughput / 1e12
     if device_type != "cuda":
         out["mfu_unavailable"] = f"none on {device_type} (needs a GPU's peak)"
         return out

@@ -72,8 +72,9 @@ class RunMeter:
         self._open = None  # (kind, energy, wall) of the window being measured: "warmup" or "steady"
 
     # --- the device timeline ------------------------------------------------------------------------
-    def batches(self, loader, prepare):
-        """Iterate `loader`, moving each batch with `prepare` and marking when it is on the device."""
+    def batches(self, loader, prepare, units=len):
+        """Iterate `loader`, moving each batch with `prepare` and marking when it is on the device; `units(target)`
+        is what a batch counts in throughput (samples, or tokens), from its shape."""
         with self.sync_allowed():
             self._epoch_start()
             iterator = iter(loader)
@@ -81,7 +82,7 @@ class RunMeter:
         for batch in iterator:
             batch = prepare(batch)
             clock.ready()
-            samples.append(len(batch[-1]))  # the batch's shape: no device read
+            samples.append(units(batch[-1]))  # the batch's shape: no device read
             yield batch
 
     def step_end(self) -> None:

@@ -2,6 +2,7 @@
 points from different hardware kept apart, repeats pooled. Torch-free; fastgpu/results/report.py builds the rows it
 reads."""
 
+from fastgpu.results.figures import unit_of
 from fastgpu.results.stats import cv, median_ci
 
 
@@ -54,7 +55,8 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
         costs.append(f"energy per sample {best['energy_ratio']:.2f}x")
     return (
         f"Recommendation: '{best['name']}': {best['speedup']:.2f}x{_interval(best[low_key], best[high_key])} the "
-        f"baseline's throughput ('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} samples/s), "
+        f"baseline's throughput ('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} "
+        f"{unit_of(rows)}/s), "
         f"{accuracy}" + "".join(f", {c}" for c in costs) + "."
     )
 

@@ -46,7 +46,9 @@ FIGURES = [
     Figure("data_time_share", "data-loading share", "{:.1%}", "lower", "speed", header="data share"),
     Figure("warmup_time_s", "warm-up (s, not timed)", "{:.2f}", "lower", "speed"),
     Figure("epoch_time_s", "epoch time p50 (s)", "{:.2f}", "lower", "speed", csv=False),
+    Figure("tokens_per_s", "tokens/s (= throughput)", "{:,.0f}", "higher", "speed", summary=False),
     Figure("flops_per_sample", "train GFLOPs / sample", "{:.3f}", "", "speed", scale=1e-9),
+    Figure("flops_per_token", "train MFLOPs / token", "{:.2f}", "", "speed", scale=1e-6),
     Figure("achieved_tflops", "achieved TFLOP/s", "{:.2f}", "higher", "speed", header="TFLOP/s"),
     Figure("mfu", "MFU (of dense peak)", "{:.1%}", "higher", "speed", header="MFU"),
     Figure("mfu_unavailable", "MFU", "{}", "", "speed", csv=False),
@@ -57,6 +59,7 @@ FIGURES = [
     Figure("precision", "val precision (macro)", "{:.4f}", "higher", "quality"),
     Figure("recall", "val recall (macro)", "{:.4f}", "higher", "quality"),
     Figure("f1", "val F1 (macro)", "{:.4f}", "higher", "quality", header="F1"),
+    Figure("perplexity", "val perplexity", "{:.3f}", "lower", "quality", header="perplexity"),
     Figure("val_loss", "val loss", "{:.4f}", "lower", "quality", csv=False),
     Figure("skipped_samples", "unreadable samples skipped", "{:,}", "lower", "quality"),
     Figure("peak_mem_allocated_mb", "peak allocated (MB)", "{:,.0f}", "lower", "memory", csv=False),
@@ -71,6 +74,8 @@ FIGURES = [
     Figure("warmup_energy_j", "warm-up GPU energy (J, not counted)", "{:,.0f}", "lower", "energy"),
     _compare("energy_ratio", "energy ratio", "{:.2f}x", "lower"),
     Figure("data", "data", "{}", "", "setting", summary=False),
+    Figure("task", "task", "{}", "", "setting", summary=False),
+    Figure("throughput_unit", "throughput counts", "{}", "", "setting", summary=False),
     Figure("optimizer_impl", "optimizer kernel", "{}", "", "setting", summary=False, header="optim"),
     Figure("accumulate_grad_batches", "gradient accumulation", "{}", "", "setting", summary=False),
     Figure("global_batch_size", "global batch (samples/update)", "{:,}", "", "setting", summary=False),
@@ -126,10 +131,12 @@ FIGURES = [
     Figure("val/accuracy", "val accuracy", better="higher", group="history", summary=False, csv=False, wandb="max"),
     Figure("val/f1", "val F1", better="higher", group="history", summary=False, csv=False, wandb="max"),
     Figure("val/loss", "val loss", better="lower", group="history", summary=False, csv=False, wandb="min"),
+    Figure("val/perplexity", "val perplexity", better="lower", group="history", summary=False, csv=False, wandb="min"),
     Figure("train/loss", "train loss", better="lower", group="history", summary=False, csv=False, wandb="min"),
     Figure(
         "train/samples_per_s", "samples/s", better="higher", group="history", summary=False, csv=False, wandb="mean"
     ),
+    Figure("train/tokens_per_s", "tokens/s", better="higher", group="history", summary=False, csv=False, wandb="mean"),
 ]
 BY_KEY = {f.key: f for f in FIGURES}
 FIRST = ("status", "name", "error_type", "error")
@@ -155,6 +162,16 @@ def csv_keys() -> list:
 
 def wandb_summaries() -> dict:
     return {f.key: f.wandb for f in FIGURES if f.wandb}
+
+
+def unit_of(rows: list) -> str:
+    """What the points' throughput counts: tokens where a point trained a language model, else samples."""
+    return "tokens" if any(r.get("throughput_unit") == "tokens" for r in rows) else "samples"
+
+
+def in_unit(text: str, unit: str) -> str:
+    """A label or header with its throughput unit: 'samples/s' becomes 'tokens/s' for language models."""
+    return text.replace("samples/s", f"{unit}/s") if unit != "samples" else text
 
 
 def show(figure: Figure, value) -> str:

@@ -6,13 +6,15 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from fastgpu.components import component_name
+
 SHORT_KEYS = {"channels_last": "cl", "data.batch_size": "bs", "parallel.nproc_per_node": "np", "optimizer.lr": "lr"}
 NOT_A_SETTING = ("hydra.", "logger.", "+resume", "resume", "trainer.progress_bar")
 
 
 def run_name(cfg) -> str:
     """The readable name of a single run: model-precision[-compile][-cl][-strategy]."""
-    parts = [cfg.model.name, cfg.precision.name]
+    parts = [component_name(cfg.model), cfg.precision.name]
     if cfg.compile:
         parts.append("compile" if cfg.compile is True else f"compile-{cfg.compile}")
     if cfg.channels_last:

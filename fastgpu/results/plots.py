@@ -5,6 +5,8 @@ means nothing (synthetic data, random labels)."""
 
 from pathlib import Path
 
+from fastgpu.results.figures import unit_of
+
 
 def pareto_front(rows: list, y: str = "accuracy", higher: bool = True) -> list:
     """Points no other point beats on both throughput and `y` (higher or lower is better)."""
@@ -53,7 +55,11 @@ def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True):
     front = pareto_front(rows, y, higher)
     if len(front) >= 2:
         ax.plot([r["throughput"] for r in front], [r[y] for r in front], "--", color="gray", label="Pareto front")
-    ax.set(xlabel="throughput (samples/s, median; bars: 95% interval)", ylabel=ylabel, title=f"Throughput vs {ylabel}")
+    ax.set(
+        xlabel=f"throughput ({unit_of(rows)}/s, median; bars: 95% interval)",
+        ylabel=ylabel,
+        title=f"Throughput vs {ylabel}",
+    )
     ax.grid(alpha=0.3)
     if ok:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, borderaxespad=0)

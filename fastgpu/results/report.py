@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fastgpu.results.compare import by_device, pool_repeats, recommend, timed_together
-from fastgpu.results.figures import BY_KEY, csv_keys, report_columns, show
+from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
 from fastgpu.results.plots import write_plots
 from fastgpu.results.search_sections import SEARCH_STATUSES, mark_probes, mark_rungs, max_batch_section, rung_section
 from fastgpu.results.stats import ratio_ci
@@ -148,7 +148,7 @@ def _cells(row, columns) -> list:
 
 def markdown_table(rows: list) -> str:
     columns = _columns(rows)
-    headers = ["point", "status"] + [f.header for f in columns]
+    headers = ["point", "status"] + [in_unit(f.header, unit_of(rows)) for f in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cells(r, columns)) + " |" for r in rows]
     return "\n".join(lines)
@@ -156,7 +156,8 @@ def markdown_table(rows: list) -> str:
 
 def terminal_table(rows: list) -> str:
     columns = _columns(rows)
-    table = [["point", "status"] + [f.header for f in columns]] + [_cells(r, columns) for r in rows]
+    headers = ["point", "status"] + [in_unit(f.header, unit_of(rows)) for f in columns]
+    table = [headers] + [_cells(r, columns) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table

@@ -33,11 +33,13 @@ def fit(job, p, meter, recorder, preemption) -> None:
         job.model.train()
         job.data.train_sampler.set_epoch(epoch, skip=p.batch_in_epoch * job.cfg.data.batch_size)
         p.epoch = epoch
-        for x, y in meter.batches(job.data.train, job.to_device):
+        for x, y in meter.batches(job.data.train, job.to_device, job.task.units):
             p.batch_in_epoch += 1
             micro = p.batch_in_epoch % accumulate
             with job.no_sync() if micro else contextlib.nullcontext():  # gradients all-reduced on the last only
-                loss_sum += backward_step(job.forward, x, y, job.scaler, job.precision.autocast, accumulate)
+                loss_sum += backward_step(
+                    job.forward, x, y, job.scaler, job.precision.autocast, accumulate, job.task.loss
+                )
             if micro:
                 meter.step_end()
                 continue
@@ -97,7 +99,8 @@ def _log(job, p, meter, recorder, loss_sum, bar) -> None:
     entry = {"step": p.step, "epoch": p.epoch, "train/loss": mean_loss, "lr": job.optimizer.param_groups[0]["lr"]}
     if interval:  # meter steps are loader batches: with accumulation, an optimizer step is several of them
         entry["train/step_time_ms"] = 1e3 * sum(interval) / len(interval)
-        entry["train/samples_per_s"] = len(interval) * job.cfg.data.batch_size * job.env.world_size / sum(interval)
+        units = sum(meter.state.step_samples[-len(interval) :]) * job.env.world_size  # this rank's, times ranks
+        entry[f"train/{job.task.unit}_per_s"] = units / sum(interval)
     recorder.record(entry)
     recorder.record_samples(p.step)
     bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)

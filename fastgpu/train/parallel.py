@@ -13,13 +13,29 @@ def ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def fsdp(model: nn.Module, device: torch.device) -> nn.Module:
-    """FSDP2: each trainable child sharded on its own (its parameters gathered only while it runs), then the root."""
+def fsdp(model: nn.Module, device: torch.device, per: str = "auto") -> nn.Module:
+    """FSDP2: each trainable unit sharded on its own (its parameters gathered only while it runs), then the root.
+    Units: each of the model's repeated blocks (`per=block`: transformer layers, residual blocks; torchtitan's
+    choice), the rest (embeddings, a tied output layer) with the root; or its direct children (`per=children`);
+    `auto`: blocks where the model has them."""
     from torch.distributed.fsdp import fully_shard
 
-    for child in model.children():
-        if any(p.requires_grad for p in child.parameters()):
-            fully_shard(child)
+    from fastgpu.errors import FastGPUError
+    from fastgpu.zoo.models import repeated_blocks
+
+    if per == "auto":
+        per = "block" if repeated_blocks(model) else "children"
+    if per == "block":
+        units = [container[index] for container, index in repeated_blocks(model)]
+        if not units:
+            raise FastGPUError(f"parallel.wrap.per=block: {type(model).__name__} has no repeated blocks; use children")
+    elif per == "children":
+        units = list(model.children())
+    else:
+        raise FastGPUError(f"parallel.wrap.per={per!r} is not known; use auto, block or children")
+    for unit in units:
+        if any(p.requires_grad for p in unit.parameters()):
+            fully_shard(unit)
     return fully_shard(model)
 
 

@@ -59,7 +59,10 @@ def _fp8_unsupported(device: torch.device) -> Optional[str]:
 
 
 def fp8_eligible(module, fqn: str = "") -> bool:
-    """torchao's float8 matmuls need both Linear dimensions divisible by 16."""
+    """torchao's float8 matmuls need both Linear dimensions divisible by 16; a language model's output layer (often
+    tied to its embedding) stays in bf16, as torchtitan leaves it."""
+    if fqn.split(".")[-1] in ("lm_head", "output"):
+        return False
     return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 

@@ -9,22 +9,23 @@ import contextlib
 import torch.nn.functional as F
 
 
-def forward_loss(model, x, y, autocast):
+def forward_loss(model, x, y, autocast, loss_fn=F.cross_entropy):
+    """The task's loss (fastgpu/train/task.py) of the model's output, under the precision's autocast."""
     with autocast():
-        return F.cross_entropy(model(x), y)
+        return loss_fn(model(x), y)
 
 
-def train_step(model, x, y, optimizer, scaler, autocast, scaler_sync=contextlib.nullcontext):
+def train_step(model, x, y, optimizer, scaler, autocast, scaler_sync=contextlib.nullcontext, loss_fn=F.cross_entropy):
     """Forward, backward and update of one batch; returns the loss, still on the device."""
-    loss = backward_step(model, x, y, scaler, autocast)
+    loss = backward_step(model, x, y, scaler, autocast, loss_fn=loss_fn)
     optimizer_step(optimizer, scaler, scaler_sync)
     return loss
 
 
-def backward_step(model, x, y, scaler, autocast, accumulate: int = 1):
+def backward_step(model, x, y, scaler, autocast, accumulate: int = 1, loss_fn=F.cross_entropy):
     """Forward and backward of one (micro-)batch, its gradients added to those already there; returns its share
     of the step's loss (loss / accumulate), still on the device."""
-    loss = forward_loss(model, x, y, autocast)
+    loss = forward_loss(model, x, y, autocast, loss_fn)
     if accumulate > 1:
         loss = loss / accumulate
     scaler.scale(loss).backward()

@@ -11,6 +11,7 @@ from torch.utils.data import (
     BatchSampler,
     DataLoader,
     Dataset,
+    IterableDataset,
     Sampler,
     SequentialSampler,
     TensorDataset,
@@ -18,7 +19,7 @@ from torch.utils.data import (
 )
 from torch.utils.data.distributed import DistributedSampler
 
-from fastgpu.components import build
+from fastgpu.components import build, component_name
 from fastgpu.config import DATA_LOADER_DEFAULTS
 from fastgpu.errors import FastGPUError, described
 
@@ -32,6 +33,7 @@ class DataBundle:
     val: DataLoader
     train_sampler: "ResumableSampler"  # set_epoch(epoch, skip) before each epoch
     skipped: object = None  # a shared counter of unreadable samples skipped (data.on_corrupt=skip), or None
+    pairs: bool = False  # every batch is (input, target) already: no task split needed
 
     def skipped_samples(self):
         return None if self.skipped is None else self.skipped.value
@@ -54,6 +56,26 @@ class EpochShuffle(Sampler):
         return self.size
 
 
+class ReadyBatches:
+    """A user's ready loader (or an iterable dataset's): its own order and sharding. A resumed epoch skips the
+    batches already trained; its `set_epoch` is called where it has one (a DistributedSampler inside)."""
+
+    def __init__(self, loader, batch_size: int):
+        self.loader, self.batch_size, self.skip = loader, batch_size, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        self.skip = skip // self.batch_size
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # a TypeError for a stream without a length: the run then needs trainer.max_steps
+
+
 class ResumableSampler(Sampler):
     """The training order of an epoch, less its first `skip` samples (those a resumed run already saw)."""
 
@@ -72,14 +94,27 @@ class ResumableSampler(Sampler):
 
 
 # what FastGPU reads itself from the data node (its loaders); every other key is the dataset target's argument
-LOADER_KEYS = ("name", *DATA_LOADER_DEFAULTS)
+LOADER_KEYS = ("name", "epochs", *DATA_LOADER_DEFAULTS)  # epochs: the trainer's default for this data
 
 
 def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) -> DataBundle:
     """The data node's `_target_` builds (train, val) datasets; FastGPU's loaders batch, shard and order them."""
     if cfg.loader == "dali":
         return _dali(cfg, seed, rank, world_size, device)
-    train_set, val_set = build(cfg, "data", own_keys=LOADER_KEYS)
+    built = build(cfg, "data", own_keys=LOADER_KEYS)
+    if not (isinstance(built, (tuple, list)) and len(built) == 2):
+        raise FastGPUError(
+            f"data._target_={cfg._target_} returned a {type(built).__name__}; return (train, val): two datasets "
+            "(map-style or iterable) or two ready loaders"
+        )
+    train_set, val_set = built
+    if isinstance(train_set, DataLoader) or not hasattr(train_set, "__getitem__"):  # ready loaders: used as they are
+        train = ReadyBatches(train_set, cfg.batch_size)
+        return DataBundle(train, val_set, train)
+    if isinstance(train_set, IterableDataset):  # batched as it streams; sharding across ranks is the dataset's job
+        kwargs = _loader_kwargs(cfg, device)
+        train = ReadyBatches(DataLoader(train_set, cfg.batch_size, drop_last=cfg.drop_last, **kwargs), cfg.batch_size)
+        return DataBundle(train, DataLoader(val_set, cfg.eval_batch_size, **kwargs), train)
     if isinstance(train_set, TensorDataset):
         if cfg.device_resident and device is not None:
             if cfg.num_workers or cfg.pin_memory:
@@ -88,16 +123,16 @@ def build_data(cfg, seed: int, rank: int = 0, world_size: int = 1, device=None) 
         return _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
     if cfg.device_resident:
         raise FastGPUError(
-            f"data.device_resident=true works for in-memory data (digits, synthetic), not data={cfg.name}"
+            f"data.device_resident=true works for in-memory data (digits, synthetic), not data={component_name(cfg)}"
         )
     return _item_loaders(cfg, train_set, val_set, seed, rank, world_size, device)
 
 
 def _dali(cfg, seed, rank, world_size, device) -> DataBundle:
-    if cfg.name != "imagefolder":
+    if cfg.get("name") != "imagefolder":
         raise FastGPUError(
-            f"data.loader=dali decodes image folders; use it with data=imagefolder (data={cfg.name} is loaded "
-            "by torch), or set data.loader=torch"
+            "data.loader=dali decodes image folders; use it with data=imagefolder "
+            f"(data={component_name(cfg)} is loaded by torch), or set data.loader=torch"
         )
     build(cfg, "data", own_keys=LOADER_KEYS)  # the same checks of data.root and its classes
     from fastgpu.zoo.dali import dali_loaders
@@ -184,16 +219,16 @@ def _require_root(name: str, given, expected: str, hint: str) -> Path:
 
 def known_train_samples(cfg):
     """The training set's size where it is known without loading it (digits, synthetic), else None."""
-    if cfg.name == "digits":
+    if cfg.get("name") == "digits":
         return DIGITS_SAMPLES - math.ceil(cfg.val_fraction * DIGITS_SAMPLES)  # stratified_split's rounding
-    if cfg.name == "synthetic":
+    if cfg.get("name") == "synthetic":
         return cfg.train_samples
     return None
 
 
 def check_data_source(cfg, ranks: int = 1, accumulate: int = 1) -> None:
     """Before a run writes anything: the dataset's folder, and a batch that fits the training set on each rank."""
-    if cfg.name in ROOTS:
+    if cfg.get("name") in ROOTS:
         from omegaconf import OmegaConf
 
         _require_root(cfg.name, None if OmegaConf.is_missing(cfg, "root") else cfg.root, *ROOTS[cfg.name])
@@ -340,13 +375,14 @@ def _tensor_loaders(cfg, train_set, val_set, seed, rank, world_size, device):
             DeviceBatches(train_set, train_sampler, cfg.batch_size, cfg.drop_last),
             DeviceBatches(val_set, val_sampler, cfg.eval_batch_size, False),
             train_sampler,
+            pairs=len(train_set.tensors) == 2,
         )
     kwargs = _loader_kwargs(cfg, device)
     train = DataLoader(
         train_set, sampler=BatchSampler(train_sampler, cfg.batch_size, cfg.drop_last), batch_size=None, **kwargs
     )
     val = DataLoader(val_set, sampler=BatchSampler(val_sampler, cfg.eval_batch_size, False), batch_size=None, **kwargs)
-    return DataBundle(train, val, train_sampler)
+    return DataBundle(train, val, train_sampler, pairs=len(train_set.tensors) == 2)
 
 
 class DeviceBatches:

@@ -96,26 +96,48 @@ class Checkpointed(nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, x):
+    def forward(self, *args, **kwargs):
         if not torch.is_grad_enabled():
-            return self.block(x)
-        return checkpoint(self.block, x, use_reentrant=False)
+            return self.block(*args, **kwargs)
+        return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
+
+
+def repeated_blocks(model: nn.Module) -> list:
+    """(container, index) of each block of the model's largest stack of like blocks: a transformer's layers (a
+    ModuleList or Sequential of one block class with parameters of its own, like GPT's `blocks`, a ViT's encoder
+    layers, Hugging Face's `h`), or every residual block of a ResNet's four stages."""
+    if hasattr(model, "layer4"):
+        return [
+            (layer, i) for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for i in range(len(layer))
+        ]
+    best = []
+    for container in model.modules():
+        if not isinstance(container, (nn.ModuleList, nn.Sequential)) or len(container) < 2:
+            continue
+        kinds = {type(child) for child in container}
+        child = container[0]
+        if len(kinds) == 1 and len(list(child.children())) > 1 and len(container) > len(best):
+            best = [(container, i) for i in range(len(container))]
+    return best
 
 
 def checkpoint_blocks(model: nn.Module) -> None:
-    """Wrap every residual block (resnets: layer1..layer4's blocks; small_cnn: its two stages) in `Checkpointed`."""
+    """Wrap every block (transformer layers, residual blocks; small_cnn: its two stages) in `Checkpointed`; a
+    Hugging Face model by its own gradient_checkpointing_enable()."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return
     if isinstance(model, SmallCNN):
         model.stage1, model.stage2 = Checkpointed(model.stage1), Checkpointed(model.stage2)
-    elif hasattr(model, "layer4"):
-        for name in ("layer1", "layer2", "layer3", "layer4"):
-            layer = getattr(model, name)
-            for index, block in enumerate(layer):
-                layer[index] = Checkpointed(block)
-    else:  # an mlp keeps little besides each layer's input, which a checkpoint keeps too
+        return
+    blocks = repeated_blocks(model)
+    if not blocks:  # an mlp keeps little besides each layer's input, which a checkpoint keeps too
         raise FastGPUError(
-            "model.activation_checkpointing=true works for small_cnn, resnet18 and resnet50 (an mlp saves nothing "
-            "by it); set it to false"
+            f"model.activation_checkpointing=true wraps repeated blocks (transformer layers, residual blocks), and "
+            f"this {type(model).__name__} has none (an mlp saves nothing by it); set it to false"
         )
+    for container, index in blocks:
+        container[index] = Checkpointed(container[index])
 
 
 def model_stats(model: nn.Module) -> dict:
