@@ -80,6 +80,37 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     )
 
 
+@pytest.fixture
+def cli_in_process(monkeypatch, capsys):
+    """`python -m fastgpu ARGS` run in this process: the same entry point (`fastgpu.__main__.cli`), its exit code,
+    stdout and stderr, without an interpreter's start-up (~4 s of CPU for torch and the rest, each). For what a
+    command refuses or prints, where the process boundary is not what a test is about."""
+    import logging
+
+    from fastgpu.__main__ import cli
+
+    def run(*args, cwd=None, env=None):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["fastgpu", *args])
+        handlers, level = logging.root.handlers[:], logging.root.level
+        capsys.readouterr()
+        code = 0
+        try:
+            cli()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:  # Hydra configures logging for each run: leave the test process's as it was
+            logging.root.handlers[:] = handlers
+            logging.root.setLevel(level)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["fastgpu", *args], code, captured.out, captured.err)
+
+    return run
+
+
 def start_cli(*args, env=None, stderr=subprocess.PIPE):
     """`python -m fastgpu ARGS` started in the background (to watch or signal it); returns the Popen."""
     return subprocess.Popen(

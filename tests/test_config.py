@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, compose_cfg, run_cli
+from conftest import REPO, compose_cfg
 
 GROUPS = ["model", "data", "precision", "parallel", "compression", "optimizer", "scheduler", "trainer", "logger"]
 
@@ -30,8 +30,8 @@ def test_defaults_are_the_documented_job():
     assert cfg.logger.wandb.mode == "offline"
 
 
-def test_help_is_fastgpus_own():
-    result = run_cli("--help")
+def test_help_is_fastgpus_own(cli_in_process):
+    result = cli_in_process("--help")
     assert result.returncode == 0, result.stderr
     for words in (
         "-m precision=fp32,bf16",
@@ -41,15 +41,15 @@ def test_help_is_fastgpus_own():
         "python -m fastgpu.sweep.status",
         "hydra/sweeper=halving",
         "outputs/multirun/DATE/TIME",
-        "model: mlp, resnet18, resnet50, small_cnn",
+        "model: custom, gpt, hf_causal_lm, mlp, resnet18, resnet50, small_cnn, timm, torchvision",
         "experiment: autotune",
     ):
         assert words in result.stdout, words
     assert "powered by Hydra" not in result.stdout and "trainer:\n  epochs" not in result.stdout  # no config dump
 
 
-def test_cfg_job_prints_composed_config():
-    result = run_cli("--cfg", "job", "precision=bf16", "trainer.epochs=3")
+def test_cfg_job_prints_composed_config(cli_in_process):
+    result = cli_in_process("--cfg", "job", "precision=bf16", "trainer.epochs=3")
     assert result.returncode == 0, result.stderr
     assert "precision:\n  name: bf16" in result.stdout
     assert "epochs: 3" in result.stdout
@@ -60,7 +60,8 @@ def test_cfg_job_prints_composed_config():
     [
         (
             "model=resnet19",
-            "Could not find 'model/resnet19'; available options in 'model': mlp, resnet18, resnet50, small_cnn",
+            "Could not find 'model/resnet19'; available options in 'model': custom, gpt, hf_causal_lm, mlp, resnet18, "
+            "resnet50, small_cnn, timm, torchvision",
         ),
         ("trainer.epoch=3", "Key 'epoch' not in 'TrainerConfig' (did you mean 'epochs'?)"),
         ("trainer.epochs=many", "Value 'many' of type 'str' could not be converted to Integer"),
@@ -69,8 +70,8 @@ def test_cfg_job_prints_composed_config():
         ("data.batch_size=abc", "data.batch_size='abc' is out of range; use a number >= 1"),
     ],
 )
-def test_bad_override_is_one_clear_line(override, expected):
-    result = run_cli(override)
+def test_bad_override_is_one_clear_line(override, expected, cli_in_process):
+    result = cli_in_process(override)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -90,11 +91,11 @@ def test_bad_override_is_one_clear_line(override, expected):
         (["trainer.device=cuda"], "no CUDA GPU is visible"),
     ],
 )
-def test_impossible_setting_is_one_clear_line(tmp_path, overrides, expected):
+def test_impossible_setting_is_one_clear_line(tmp_path, overrides, expected, cli_in_process):
     """What the device cannot do fails the run (exit 1) with a record; a dataset that is not where data.root says is
     refused before anything is written (exit 2, no run dir)."""
     run_dir = tmp_path / "run"
-    result = run_cli(*overrides, "logger=none", f"hydra.run.dir={run_dir}")
+    result = cli_in_process(*overrides, "logger=none", f"hydra.run.dir={run_dir}")
     refused_up_front = overrides[0].startswith(("data=", "model._target_"))
     assert result.returncode == (2 if refused_up_front else 1)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]

@@ -122,11 +122,11 @@ def test_every_number_in_the_schema_has_a_range():
         (["+resume=does/not/exist"], ["+resume=does/not/exist", "interrupted run"]),  # left outputs/DATE/TIME
     ],
 )
-def test_bad_input_is_one_line_before_anything_is_written(tmp_path, overrides, words):
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, overrides, words, cli_in_process):
     """Refused before Hydra writes its run dir: nothing appears where the run would have gone (outputs/ by
     default, relative to where the command runs) and no W&B run starts."""
     shutil.copy(REPO / "pyproject.toml", tmp_path)  # a file where a folder belongs
-    result = run_cli(*overrides, cwd=tmp_path, env=QUIET)
+    result = cli_in_process(*overrides, cwd=tmp_path, env=QUIET)
     assert_refused(result, *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml"]
 

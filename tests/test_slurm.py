@@ -108,10 +108,23 @@ def test_ddp_across_two_nodes_trains_exactly_like_two_tasks_on_one(tmp_path):
         assert len(offline_runs(sweep_dir / "0")) == 1  # rank 0 alone logs
 
 
-def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
+USER_NET = """
+from torch import nn
+
+
+def net(num_classes: int, width: int = 32) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+
+def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs_a_users_model(tmp_path):
     sweep_dir = tmp_path / "s"
+    (tmp_path / "usernet.py").write_text(USER_NET)  # a model that exists only here, imported by each Slurm task
     result = run_cli(
         "-m",
+        "model=custom",
+        "model._target_=usernet.net",
+        "+model.num_classes=${data.num_classes}",
         "hydra/launcher=slurm_gpu",
         "hydra.launcher.gpus_per_node=2",
         "hydra.launcher.cpus_per_task=1",
@@ -123,13 +136,14 @@ def test_gpu_node_preset_with_fake_gpus_is_accepted_and_runs(tmp_path):
         "trainer.progress_bar=false",
         "inference.repeats=3",
         f"hydra.sweep.dir={sweep_dir}",
-        env={"WANDB_MODE": "disabled"},
+        env={"WANDB_MODE": "disabled", "PYTHONPATH": f"{tmp_path}:{REPO}"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sbatch = _sbatch_text(sweep_dir)
     assert "--gpus-per-node=2" in sbatch and "--ntasks-per-node=2" in sbatch  # one task per GPU, derived
     assert "#SBATCH --exclusive" in sbatch  # a whole node per point: nothing else in its timings
-    assert read_metrics(sweep_dir / "0")["world_size"] == 2
+    metrics = read_metrics(sweep_dir / "0")
+    assert metrics["world_size"] == 2 and metrics["params"] == 64 * 32 + 32 + 32 * 10 + 10  # the user's model
 
 
 def test_requeued_two_node_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
