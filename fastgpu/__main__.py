@@ -118,6 +118,8 @@ def name_sweep_point(cfg, hydra_cfg) -> None:
     wandb_cfg = cfg.logger.wandb
     wandb_cfg.group = wandb_cfg.group or sweep_group(sweep_dir, experiment)
     wandb_cfg.name = wandb_cfg.name or point_name(overrides, keys)
+    if cfg.trainer.get("repeats", 1) > 1:  # the runs of one setting: told apart by their round, pooled in the report
+        wandb_cfg.name = f"{wandb_cfg.name}-r{cfg.trainer.repeat}"
     wandb_cfg.tags = list(wandb_cfg.tags) + point_tags(overrides, keys) + ([experiment] if experiment else [])
     if wandb_cfg.job_type == "train":
         wandb_cfg.job_type = "sweep"

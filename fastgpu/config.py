@@ -71,6 +71,8 @@ class TrainerConfig:
     num_threads: Optional[int] = None  # CPU threads per process; None: SLURM_CPUS_PER_TASK if set, else torch's default
     profile: bool = False  # torch.profiler over `profile_steps` steps right after warm-up (excluded from timings)
     profile_steps: int = 5
+    repeats: int = 1  # a sweep runs each point this many times, in rounds of shuffled order (fastgpu/sweep/repeats.py)
+    repeat: int = 0  # which round this run is (set by the sweep; runs of one setting are pooled in the report)
     memory_limit_mb: Optional[float] = None  # cap on what the run may allocate (CUDA: per process; CPU: address space)
 
 
@@ -101,6 +103,9 @@ class ReportConfig:
     baseline: List[str] = field(default_factory=list)  # overrides naming the baseline point, e.g. [precision=fp32]
     accuracy_tolerance: float = 0.01  # the recommendation keeps accuracy >= baseline - this (0.01 = 1 point)
     min_gain: float = 0.03  # a point is recommended only if its speed-up's 95% interval lies above 1 + this
+    # a single run's gain must also clear the run-to-run noise floor (its interval above 1 + this); None: the one
+    # measured for the device kind (fastgpu/results/compare.py NOISE_FLOORS; none for GPUs: repeats needed)
+    noise_floor: Optional[float] = None
 
 
 @dataclass
@@ -254,6 +259,8 @@ RANGES = {
     "trainer.sync_debug": _one_of("off", "warn", "error"),
     "trainer.num_threads": _at_least(1, optional=True),
     "trainer.profile_steps": _at_least(1),
+    "trainer.repeats": _at_least(1),
+    "trainer.repeat": _at_least(0),
     "trainer.memory_limit_mb": _at_least(1, optional=True),
     "optimizer.impl": _one_of("auto", "fused", "foreach", "loop"),
     # the optimizer's and scheduler's own keys: checked where the chosen one has them
@@ -271,6 +278,7 @@ RANGES = {
     "logger.wandb.console": _one_of("off", "wrap", "redirect", "auto"),
     "report.accuracy_tolerance": _between(0, 1),
     "report.min_gain": _at_least(0),
+    "report.noise_floor": _at_least(0, optional=True),
     "compile_mode": _one_of(*COMPILE_MODES),
     "compile": _one_of(False, True, *COMPILE_MODES),
 }

@@ -142,23 +142,29 @@ def test_points_timed_together_are_flagged(tmp_path):
     )
 
 
+# steps whose time is mostly a host sleep (an mlp step is ~1 ms): a planted slowdown that load cannot bridge or fake
+SLEEPY = ("model=mlp", "trainer.max_steps=70", "trainer.log_every_n_steps=10", "trainer.warmup_steps=5")
+
+
 @pytest.mark.slow
-def test_a_planted_slowdown_is_detected_with_non_overlapping_intervals(tmp_path):
+def test_a_planted_15_percent_slowdown_is_detected_with_repeats_and_identical_settings_are_not_told_apart(tmp_path):
+    """trainer.repeats=3: each setting three runs in shuffled rounds; the speed-up's interval is over runs."""
     sweep = tmp_path / "s"
     result = run_cli(
-        "-m",
-        "trainer.sleep_ms=0,150",  # several times a step even on a loaded machine: no load bridges it
-        "trainer.max_steps=160",
-        "trainer.log_every_n_steps=10",
-        *QUICK,
-        f"hydra.sweep.dir={sweep}",
+        "-m", "trainer.sleep_ms=20,23", "+label=a,b", "trainer.repeats=3", *SLEEPY, *QUICK,
+        "report.baseline=['trainer.sleep_ms=20','+label=a']", f"hydra.sweep.dir={sweep}",
         env={"WANDB_MODE": "disabled"},
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    fast, slow = read_metrics(sweep / "0"), read_metrics(sweep / "1")
-    assert slow["throughput_ci_high"] < fast["throughput_ci_low"]  # the intervals do not overlap
-    rows = {r["point"]: r for r in build_report(sweep)["rows"]}
-    assert rows[1]["speedup_high"] < 1 and rows[0]["baseline"]
+    order = [read_metrics(sweep / str(i))["name"].rsplit("-r", 1)[0] for i in range(12)]  # less the round, -r0
+    assert sorted(order[:4]) == sorted(order[4:8]) and order[:4] != order[4:8]  # every setting per round, shuffled
+    rows = {r["name"]: r for r in build_report(sweep)["rows"]}
+    assert {r["repeats"] for r in rows.values()} == {3} and all(
+        r["runs_measured"] for r in rows.values() if not r["baseline"]
+    )
+    assert rows["sleep_ms23-b"]["speedup_high"] < 1 and rows["sleep_ms23-a"]["speedup_high"] < 1  # 15% slower, found
+    same = rows["sleep_ms20-b"]  # the baseline's setting under another label: the interval holds 1
+    assert same["speedup_low"] < 1 < same["speedup_high"]
     assert "keep the baseline" in result.stdout
 
 

@@ -5,16 +5,34 @@ reads."""
 from fastgpu.results.figures import unit_of
 from fastgpu.results.stats import cv, median_ci
 
+# Run-to-run noise floors measured on a device kind: the largest |speed-up - 1| FastGPU saw between two runs of one
+# setting there (experiments/isolation.py and the identical-setting sweeps of 2026-11-30 on this project's 2-core CPU
+# machine: 0.68x-1.35x). A gain above it counts as reliable without repeats; none measured for GPUs yet, so there a
+# "reliably faster" verdict needs repeats (trainer.repeats=3). report.noise_floor sets your own.
+NOISE_FLOORS = {"cpu": 0.35}
+ONE_RUN = "one run per setting: run-to-run noise not measured; repeat with trainer.repeats=3"
+
 
 def _interval(low, high) -> str:
     return f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else " (no interval)"
 
 
-def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
+def noise_floor(rows: list, given=None):
+    """The run-to-run noise floor that a single-run gain must clear: `report.noise_floor`, else the measured one of
+    the device kind the points ran on (None: not measured, repeats needed)."""
+    if given is not None:
+        return given
+    kinds = {r.get("device") for r in rows if r["status"] == "ok"}
+    return NOISE_FLOORS.get(kinds.pop()) if len(kinds) == 1 else None
+
+
+def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor=None) -> str:
     """The fastest point that is *reliably* faster than the baseline — the lower end of its speed-up's 95%
-    interval above 1 + `min_gain` — within `tolerance` accuracy of it. When the sweep varies compression:
-    by each point's inference speed-up over its own uncompressed model on the same device (`latency_ratio`),
-    the same rule on its interval. Otherwise: keep the baseline, and say what came closest."""
+    interval above 1 + `min_gain` — within `tolerance` accuracy of it. Reliable also needs run-to-run noise in that
+    interval (two runs or more of both settings), or a gain whose interval clears the device's run-to-run noise
+    floor (`floor`, see noise_floor). When the sweep varies compression: by each point's inference speed-up over
+    its own uncompressed model on the same device (`latency_ratio`), the same rule on its interval. Otherwise: keep
+    the baseline, and say what came closest."""
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
     base = next((r for r in rows if r["baseline"]), None)
     if not ok or base is None:
@@ -26,13 +44,25 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03) -> str:
     key = "latency_ratio" if inference else "speedup"
     low_key, high_key = f"{key}_low", f"{key}_high"
     measured = [r for r in eligible if r[key] is not None]
-    reliable = [r for r in measured if r[low_key] is not None and r[low_key] > 1 + min_gain]
+    above = [r for r in measured if r[low_key] is not None and r[low_key] > 1 + min_gain]
+    # inference latency is timed in blocks of one process, within-run only: the floor applies to it as well
+    floor = noise_floor(rows, device_floor)
+    reliable = [
+        r for r in above if (r.get("runs_measured") and not inference) or (floor is not None and r[low_key] > 1 + floor)
+    ]
     what = "faster at inference" if inference else "faster"
     if not reliable:
         closest = max(measured, key=lambda r: r[key], default=None)
         best = ""
         if closest:
             best = f" (best: '{closest['name']}', {closest[key]:.2f}x{_interval(closest[low_key], closest[high_key])})"
+        if above:
+            floor_text = f"the run-to-run noise floor ({1 + floor:.2f}x)" if floor is not None else "a measured floor"
+            return (
+                f"Recommendation: keep the baseline '{base['name']}' for now: '{above[0]['name']}' looks {what} "
+                f"({above[0][key]:.2f}x{_interval(above[0][low_key], above[0][high_key])}), but {ONE_RUN}; a single "
+                f"run's gain must clear {floor_text}."
+            )
         return (
             f"Recommendation: keep the baseline '{base['name']}': no setting is reliably {what} — none has a 95% "
             f"interval above {1 + min_gain:.2f}x within {100 * tolerance:.1f} accuracy points{best}."
@@ -82,13 +112,17 @@ def by_device(points: list) -> dict:
     return groups
 
 
+REPEAT_KEYS = ("trainer.seed=", "trainer.repeat=", "trainer.repeats=")
+
+
 def pool_repeats(points: list) -> list:
-    """Points that differ only in `trainer.seed` are repeats of one setting (other data orders): one point
-    whose throughput is the median of all their interval rates, its interval over all of them, and the
-    mean of their accuracies. Sweep `trainer.seed=0,1,2` to repeat every setting three times."""
+    """Points that differ only in `trainer.seed` (other data orders) or `trainer.repeat` (the rounds of
+    trainer.repeats=N) are runs of one setting: one point whose throughput is the median of all their interval
+    rates, with the two-level interval over their runs (`run_intervals`: one list per run), and the mean of their
+    accuracies."""
     groups = {}
     for p in points:
-        setting = tuple(sorted(o for o in p["overrides"] if not o.lstrip("+").startswith("trainer.seed=")))
+        setting = tuple(sorted(o for o in p["overrides"] if not o.lstrip("+").startswith(REPEAT_KEYS)))
         key = (p["metrics"].get("device_name"), setting)  # repeats on other hardware are not repeats
         groups.setdefault(key, []).append(p)
     pooled = []
@@ -97,23 +131,32 @@ def pool_repeats(points: list) -> list:
         if len(ok) < 2:
             pooled += group
             continue
-        rates = [rate for p in ok for rate in p["metrics"]["throughput_intervals"]]
-        median, low, high = median_ci(rates)
+        runs = [p["metrics"]["throughput_intervals"] for p in ok]
+        median, low, high = median_ci(runs)
         first = ok[0]
         metrics = {
             **first["metrics"],
             "throughput": median,
             "throughput_ci_low": low,
             "throughput_ci_high": high,
-            "throughput_cv": cv(rates),
-            "throughput_intervals": rates,
+            "throughput_cv": cv([rate for run in runs for rate in run]),
+            "throughput_intervals": [rate for run in runs for rate in run],
+            "run_intervals": runs,
+            "run_throughputs": [p["metrics"]["throughput"] for p in ok],
             "repeats": len(ok),
-            "name": "-".join(part for part in first["metrics"]["name"].split("-") if not part.startswith("seed"))
-            or "baseline",
+            "name": _setting_name(first["metrics"]["name"]),
         }
-        for key in ("accuracy", "precision", "recall", "f1"):
+        for key in ("accuracy", "precision", "recall", "f1", "perplexity"):
             values = [p["metrics"][key] for p in ok if p["metrics"].get(key) is not None]
             metrics[key] = sum(values) / len(values) if values else None
         pooled.append({**first, "metrics": metrics, "history": first["history"]})
         pooled += [p for p in group if p not in ok]
     return sorted(pooled, key=lambda p: p["point"])
+
+
+def _setting_name(name: str) -> str:
+    """A run's name less what tells repeats apart (seed1, r2)."""
+    import re
+
+    parts = [part for part in name.split("-") if not re.fullmatch(r"seed\d+|r\d+", part)]
+    return "-".join(parts) or "baseline"

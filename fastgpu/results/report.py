@@ -13,11 +13,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fastgpu.results.compare import by_device, pool_repeats, recommend, timed_together
+from fastgpu.results.compare import ONE_RUN, REPEAT_KEYS, by_device, pool_repeats, recommend, timed_together
 from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
 from fastgpu.results.plots import write_plots
 from fastgpu.results.search_sections import SEARCH_STATUSES, mark_probes, mark_rungs, max_batch_section, rung_section
-from fastgpu.results.stats import ratio_ci
+from fastgpu.results.stats import paired_ratio_ci, ratio_ci, runs_measured
 from fastgpu.results.store import HISTORY_FILE, UNREADABLE, point_metrics, read_history, read_ledger
 
 COLUMNS = ["point", "rung", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
@@ -77,12 +77,18 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _runs(m: dict):
+    """A point's interval rates, one list per run (pooled repeats) or its one run's."""
+    return m.get("run_intervals") or m.get("throughput_intervals")
+
+
 def _speedup(m: dict, base: dict) -> tuple:
-    """(speed-up, low, high) of a point's throughput over the baseline's: the ratio of the medians of their
-    per-interval rates with a 95% bootstrap interval (no interval where a point recorded no rates)."""
-    if m.get("throughput_intervals") and base.get("throughput_intervals"):
-        return ratio_ci(m["throughput_intervals"], base["throughput_intervals"])
-    return _ratio(m.get("throughput"), base.get("throughput")), None, None
+    """(speed-up, low, high, run-to-run noise in the interval) of a point's throughput over the baseline's: the
+    ratio of their pooled median rates with a 95% two-level bootstrap interval (fastgpu/results/stats.py; no
+    interval where a point recorded no rates)."""
+    if _runs(m) and _runs(base):
+        return (*ratio_ci(_runs(m), _runs(base)), runs_measured(_runs(m), _runs(base)))
+    return _ratio(m.get("throughput"), base.get("throughput")), None, None, False
 
 
 def build_rows(points: list, baseline) -> list:
@@ -101,7 +107,7 @@ def build_rows(points: list, baseline) -> list:
             "rung": p.get("rung"),
         }
         row.update({key: m.get(key) for key in COLUMNS if key not in row})
-        row["speedup"], row["speedup_low"], row["speedup_high"] = _speedup(m, base)
+        row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = _speedup(m, base)
         for key in ("speedup", "latency_ratio"):
             if row.get(f"{key}_low") is not None:
                 label = "speedup_interval" if key == "speedup" else "latency_interval"
@@ -115,6 +121,63 @@ def build_rows(points: list, baseline) -> list:
     # best first: by inference speed-up where the sweep varies compression, else by training throughput
     speed = "latency_ratio" if compression_sweep(rows) else "throughput"
     return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[speed] or 0), r["point"]))
+
+
+def _setting(point) -> tuple:
+    return tuple(sorted(o for o in point["overrides"] if not o.lstrip("+").startswith(REPEAT_KEYS)))
+
+
+def _round(point):
+    return next((int(o.split("=", 1)[1]) for o in point["overrides"] if o.startswith("trainer.repeat=")), None)
+
+
+def paired_rounds(points: list, baseline_overrides=()) -> dict:
+    """+experiment=ab: two settings alternated in rounds inside one process. {setting: per-round ratio of its
+    throughput over the other's (the baseline's)}, or {} when the sweep is not such a pairing."""
+    ok = [p for p in points if p["metrics"].get("status") == "ok" and p["metrics"].get("throughput")]
+    settings = sorted({_setting(p) for p in ok})
+    in_one_process = sorted(p["metrics"].get("runs_before_in_process", -1) for p in points) == list(range(len(points)))
+    if len(settings) != 2 or not in_one_process or any(_round(p) is None for p in ok):
+        return {}
+    base = find_baseline(ok, baseline_overrides)
+    base_setting = _setting(base)
+    other = next(s for s in settings if s != base_setting)
+    by_round = {}
+    for p in ok:
+        by_round.setdefault(_round(p), {})[_setting(p)] = p["metrics"]["throughput"]
+    ratios = [r[other] / r[base_setting] for _, r in sorted(by_round.items()) if len(r) == 2]
+    return {other: ratios} if len(ratios) >= 2 else {}
+
+
+def apply_pairs(rows: list, paired: dict) -> None:
+    """The paired setting's speed-up: the geometric mean of its per-round ratios, with their t-interval."""
+    for row in rows:
+        setting = tuple(sorted(o for o in row["overrides"].split() if not o.lstrip("+").startswith(REPEAT_KEYS)))
+        if setting in paired:
+            ratios = paired[setting]
+            row["speedup"], row["speedup_low"], row["speedup_high"] = paired_ratio_ci(ratios)
+            row["speedup_interval"] = f"[{row['speedup_low']:.2f}, {row['speedup_high']:.2f}]"
+            row["runs_measured"] = True  # independent rounds: their spread is the run-to-run noise
+            row["paired_ratios"] = ratios
+
+
+def interval_note(rows: list) -> str:
+    """What the speed-up intervals cover: run-to-run noise (repeats, paired rounds) or within-run noise only."""
+    compared = [r for r in rows if r["status"] == "ok" and not r["baseline"] and r.get("speedup_low") is not None]
+    if not compared:
+        return ""
+    paired = [r for r in compared if r.get("paired_ratios")]
+    if paired:
+        r = paired[0]
+        rounds = ", ".join(f"{x:.3f}" for x in r["paired_ratios"])
+        return (
+            f" Paired rounds in one process (+experiment=ab): '{r['name']}' over the baseline per round {rounds}; "
+            f"{r['speedup']:.3f}x [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] (t-interval over "
+            f"{len(r['paired_ratios'])} rounds)."
+        )
+    if all(r.get("runs_measured") for r in compared):
+        return " Intervals: two-level bootstrap over each setting's runs (run-to-run noise included)."
+    return f" Intervals: within-run only ({ONE_RUN})."
 
 
 def compression_sweep(rows: list) -> bool:
@@ -164,21 +227,28 @@ def terminal_table(rows: list) -> str:
     )
 
 
-def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_gain: float = 0.03) -> dict:
+def build_report(
+    sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_gain: float = 0.03, noise_floor=None
+) -> dict:
     """Write results.csv, report.md and the plots into `sweep_dir`; return what was found. Each device
     the sweep ran on gets its own baseline, table and recommendation."""
     sweep_dir = Path(sweep_dir)
     points = collect_points(sweep_dir)
     halving = mark_rungs(points, read_ledger(sweep_dir, HALVING_LEDGER))
     max_batch = mark_probes(points, read_ledger(sweep_dir, MAX_BATCH_LEDGER))
-    shared_process = [p["metrics"].get("name") for p in points if p["metrics"].get("runs_before_in_process")]
+    paired = paired_rounds(points, baseline_overrides)
+    shared_process = (
+        [] if paired else [p["metrics"].get("name") for p in points if p["metrics"].get("runs_before_in_process")]
+    )
     points = pool_repeats(points)
     groups = by_device(points)
     rows, sections, recommendations, baseline = [], [], [], None
     for device, group in groups.items():
         baseline = find_baseline(group, baseline_overrides)
         group_rows = build_rows(group, baseline)
-        recommendation = recommend(group_rows, tolerance, min_gain)
+        if paired:
+            apply_pairs(group_rows, paired)
+        recommendation = recommend(group_rows, tolerance, min_gain, noise_floor)
         rows += group_rows
         heading = [f"## On {device}", ""] if len(groups) > 1 else []
         recommendations.append(f"On {device}: {recommendation}" if len(groups) > 1 else recommendation)
@@ -186,7 +256,7 @@ def build_report(sweep_dir, baseline_overrides=(), tolerance: float = 0.01, min_
             recommendations[-1],
             "",
             f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; speed-up (with its 95% interval), "
-            "Δacc and memory ratio are against it.",
+            "Δacc and memory ratio are against it." + interval_note(group_rows),
             "",
             markdown_table(group_rows),
             "",
@@ -308,7 +378,8 @@ def main(argv=None) -> int:
         else OmegaConf.select(saved, "report.accuracy_tolerance", default=0.01)
     )
     min_gain = args.min_gain if args.min_gain is not None else OmegaConf.select(saved, "report.min_gain", default=0.03)
-    report = build_report(sweep_dir, baseline, tolerance, min_gain)
+    floor = OmegaConf.select(saved, "report.noise_floor", default=None)
+    report = build_report(sweep_dir, baseline, tolerance, min_gain, floor)
     if not report["rows"]:
         print(
             f"fastgpu.results.report: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}",

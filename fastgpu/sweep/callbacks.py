@@ -43,7 +43,11 @@ class SweepReport(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         report = build_report(
-            sweep_dir, list(config.report.baseline), config.report.accuracy_tolerance, config.report.min_gain
+            sweep_dir,
+            list(config.report.baseline),
+            config.report.accuracy_tolerance,
+            config.report.min_gain,
+            config.report.get("noise_floor"),
         )
         if not report["rows"]:
             return

@@ -29,7 +29,13 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUS
 
 
 class IsolatedLauncher(BasicLauncher):
+    def __init__(self, in_process: bool = False) -> None:
+        super().__init__()
+        self.in_process = in_process  # +experiment=ab: every run in the sweep's process, on purpose
+
     def launch(self, job_overrides, initial_job_idx):
+        if self.in_process:
+            return BasicLauncher.launch(self, job_overrides, initial_job_idx)
         return [self._launch_forked(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
 
     def _launch_forked(self, overrides, idx):
