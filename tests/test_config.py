@@ -42,7 +42,7 @@ def test_help_is_fastgpus_own(cli_in_process):
         "hydra/sweeper=halving",
         "outputs/multirun/DATE/TIME",
         "model: custom, gpt, hf_causal_lm, mlp, resnet18, resnet50, small_cnn, timm, torchvision",
-        "experiment: autotune",
+        "experiment: ab, autotune",
     ):
         assert words in result.stdout, words
     assert "powered by Hydra" not in result.stdout and "trainer:\n  epochs" not in result.stdout  # no config dump

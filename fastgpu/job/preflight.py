@@ -40,6 +40,11 @@ def check_before_writing(cfg) -> None:
         return
     check_targets(cfg)
     check_ranges(cfg)
+    if cfg.trainer.get("repeats", 1) > 1:  # on_run_start: a single run, not a sweep point
+        raise FastGPUError(
+            f"trainer.repeats={cfg.trainer.repeats} repeats the points of a sweep; add -m "
+            "(python -m fastgpu -m ... trainer.repeats=3)"
+        )
     check_data(cfg)
     from fastgpu.train.distributed import external_launcher_env
 

@@ -87,6 +87,7 @@ FIGURES = [
     Figure("host", "host", "{}", "", "setting", summary=False),
     Figure("hosts", "hosts of the ranks", "{}", "", "setting", summary=False),
     Figure("device_name", "device", "{}", "", "setting", summary=False),
+    Figure("device", "device kind", "{}", "", "setting", summary=False),
     Figure("started_at", "started (UTC)", "{}", "", "setting", summary=False),
     Figure("ended_at", "ended (UTC)", "{}", "", "setting", summary=False),
     Figure("params", "parameters", "{:,}", "", "model"),

@@ -8,6 +8,19 @@ from hydra.experimental.callback import Callback
 from fastgpu.errors import refuse_or_exit
 
 
+def check_repeats(config) -> None:
+    """trainer.repeats is the grid sweeper's (fastgpu/sweep/repeats.py): another sweeper would ignore it."""
+    repeats = config.trainer.get("repeats", 1)
+    if repeats > 1 and not str(config.hydra.sweeper.get("_target_", "")).endswith("GridSweeper"):
+        from fastgpu.errors import FastGPUError
+
+        raise FastGPUError(
+            f"trainer.repeats={repeats} repeats the points of a grid sweep, and hydra/sweeper="
+            f"{config.hydra.runtime.choices.get('hydra/sweeper')} decides by single runs; drop trainer.repeats "
+            "(or repeat by sweeping trainer.seed=0,1,2)"
+        )
+
+
 class OwnedDirs(Callback):
     """Before Hydra writes into it: refuse a sweep dir holding another sweep; hold its lock while the sweep runs.
     (A single run's dir is checked by fastgpu.job.preflight.CheckBeforeWriting.)"""
@@ -18,6 +31,7 @@ class OwnedDirs(Callback):
         from fastgpu.results.rundirs import DirLock, check_sweep_dir
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        refuse_or_exit(check_repeats, config)
         refuse_or_exit(check_sweep_dir, sweep_dir, config)
         self.lock = refuse_or_exit(DirLock(sweep_dir, "hydra.sweep.dir").acquire)
         # what the sweep was asked (its swept keys name the points): Hydra's basic sweeper writes it too, the
