@@ -35,12 +35,15 @@ LONGEST_FIRST = (
     "test_train.py",
     "test_faults.py",
     "test_comparison.py",
+    "test_your_model.py",
     "test_search_tools.py",
     "test_sweep.py",
     "test_monitor_and_examples.py",
+    "test_parallel.py",
     "test_resume.py",
     "test_layout.py",
     "test_config.py",
+    "test_stats.py",
 )
 
 

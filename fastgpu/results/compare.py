@@ -5,11 +5,12 @@ reads."""
 from fastgpu.results.figures import unit_of
 from fastgpu.results.stats import cv, median_ci
 
-# Run-to-run noise floors measured on a device kind: the largest |speed-up - 1| FastGPU saw between two runs of one
-# setting there (experiments/isolation.py and the identical-setting sweeps of 2026-11-30 on this project's 2-core CPU
-# machine: 0.68x-1.35x). A gain above it counts as reliable without repeats; none measured for GPUs yet, so there a
-# "reliably faster" verdict needs repeats (trainer.repeats=3). report.noise_floor sets your own.
-NOISE_FLOORS = {"cpu": 0.35}
+# Run-to-run noise floors measured on a device kind: how far a single run of a setting strayed from another single run
+# of the same setting there. experiments/identical_settings.py on this project's 2-core CPU machine (2026-11-30, 20
+# one-run sweeps of one setting under two labels, idle and loaded): estimates from 0.59x to 1.34x, so 1/0.59 = 1.69x.
+# A single run's gain counts as reliable only when its interval clears 1 + this; none measured for GPUs yet, so there
+# a "reliably faster" verdict needs repeats (trainer.repeats=3). report.noise_floor sets your own.
+NOISE_FLOORS = {"cpu": 0.7}
 ONE_RUN = "one run per setting: run-to-run noise not measured; repeat with trainer.repeats=3"
 
 
