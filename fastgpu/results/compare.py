@@ -116,6 +116,11 @@ def by_device(points: list) -> dict:
 REPEAT_KEYS = ("trainer.seed=", "trainer.repeat=", "trainer.repeats=")
 
 
+def setting_of(overrides) -> tuple:
+    """A run's setting: its overrides less those that tell repeats of one setting apart."""
+    return tuple(sorted(o for o in overrides if not o.lstrip("+").startswith(REPEAT_KEYS)))
+
+
 def pool_repeats(points: list) -> list:
     """Points that differ only in `trainer.seed` (other data orders) or `trainer.repeat` (the rounds of
     trainer.repeats=N) are runs of one setting: one point whose throughput is the median of all their interval
@@ -123,8 +128,7 @@ def pool_repeats(points: list) -> list:
     accuracies."""
     groups = {}
     for p in points:
-        setting = tuple(sorted(o for o in p["overrides"] if not o.lstrip("+").startswith(REPEAT_KEYS)))
-        key = (p["metrics"].get("device_name"), setting)  # repeats on other hardware are not repeats
+        key = (p["metrics"].get("device_name"), setting_of(p["overrides"]))  # repeats on other hardware are not repeats
         groups.setdefault(key, []).append(p)
     pooled = []
     for group in groups.values():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fastgpu.results.compare import ONE_RUN, REPEAT_KEYS, by_device, pool_repeats, recommend, timed_together
+from fastgpu.results.compare import ONE_RUN, by_device, pool_repeats, recommend, setting_of, timed_together
 from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
 from fastgpu.results.plots import write_plots
 from fastgpu.results.search_sections import SEARCH_STATUSES, mark_probes, mark_rungs, max_batch_section, rung_section
@@ -123,10 +123,6 @@ def build_rows(points: list, baseline) -> list:
     return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[speed] or 0), r["point"]))
 
 
-def _setting(point) -> tuple:
-    return tuple(sorted(o for o in point["overrides"] if not o.lstrip("+").startswith(REPEAT_KEYS)))
-
-
 def _round(point):
     return next((int(o.split("=", 1)[1]) for o in point["overrides"] if o.startswith("trainer.repeat=")), None)
 
@@ -135,16 +131,16 @@ def paired_rounds(points: list, baseline_overrides=()) -> dict:
     """+experiment=ab: two settings alternated in rounds inside one process. {setting: per-round ratio of its
     throughput over the other's (the baseline's)}, or {} when the sweep is not such a pairing."""
     ok = [p for p in points if p["metrics"].get("status") == "ok" and p["metrics"].get("throughput")]
-    settings = sorted({_setting(p) for p in ok})
+    settings = sorted({setting_of(p["overrides"]) for p in ok})
     in_one_process = sorted(p["metrics"].get("runs_before_in_process", -1) for p in points) == list(range(len(points)))
     if len(settings) != 2 or not in_one_process or any(_round(p) is None for p in ok):
         return {}
     base = find_baseline(ok, baseline_overrides)
-    base_setting = _setting(base)
+    base_setting = setting_of(base["overrides"])
     other = next(s for s in settings if s != base_setting)
     by_round = {}
     for p in ok:
-        by_round.setdefault(_round(p), {})[_setting(p)] = p["metrics"]["throughput"]
+        by_round.setdefault(_round(p), {})[setting_of(p["overrides"])] = p["metrics"]["throughput"]
     ratios = [r[other] / r[base_setting] for _, r in sorted(by_round.items()) if len(r) == 2]
     return {other: ratios} if len(ratios) >= 2 else {}
 
@@ -152,7 +148,7 @@ def paired_rounds(points: list, baseline_overrides=()) -> dict:
 def apply_pairs(rows: list, paired: dict) -> None:
     """The paired setting's speed-up: the geometric mean of its per-round ratios, with their t-interval."""
     for row in rows:
-        setting = tuple(sorted(o for o in row["overrides"].split() if not o.lstrip("+").startswith(REPEAT_KEYS)))
+        setting = setting_of(row["overrides"].split())
         if setting in paired:
             ratios = paired[setting]
             row["speedup"], row["speedup_low"], row["speedup_high"] = paired_ratio_ci(ratios)
