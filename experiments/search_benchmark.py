@@ -1,10 +1,11 @@
 """Successive halving against the full grid, on one 16-point space, in one call (issue 15's benchmark).
 
-Runs the grid with Hydra's basic sweeper, then the same space with `hydra/sweeper=halving`, both to the same
-full budget, one point at a time; compares the recommendations and the wall time of the two sweeps (process
-start to end, as a user waits for them).
+Runs the grid with FastGPU's grid sweeper, then the same space with `hydra/sweeper=halving`, both to the same
+full budget, one point at a time, each point `--repeats` times in shuffled rounds (trainer.repeats); compares the
+recommendations, the wall time of the two sweeps (process start to end, as a user waits for them), and the
+speed-up intervals of every setting both sweeps trained to the end (issue 23: they must overlap).
 
-    python experiments/search_benchmark.py --out experiments/results/search_cpu.json            # CPU, ~5 min
+    python experiments/search_benchmark.py --out experiments/results/search_cpu.json            # CPU, ~25 min
     python experiments/search_benchmark.py --gpu --out experiments/results/search_gpu.json      # resnet50 on a GPU
     python experiments/search_benchmark.py --short --eta 3 --probe-steps 30 --out experiments/results/search_short.json
 
@@ -66,6 +67,22 @@ COMMON = [
 ]
 
 
+def final_rows(sweep_dir: Path) -> dict:
+    """The sweep's finished settings (name -> speed-up, its interval, repeats), from its results.csv."""
+    import csv
+
+    with open(sweep_dir / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok" and r["speedup"]]
+    return {
+        r["name"].removesuffix(" (baseline)"): {
+            "speedup": float(r["speedup"]),
+            "interval": [float(r["speedup_low"]), float(r["speedup_high"])],
+            "repeats": int(r["repeats"] or 1),
+        }
+        for r in rows
+    }
+
+
 def sweep(space: list, extra: list, sweep_dir: Path) -> dict:
     start = time.perf_counter()
     result = subprocess.run(
@@ -82,7 +99,28 @@ def sweep(space: list, extra: list, sweep_dir: Path) -> dict:
         "recommendation": found.group(2) if found else None,
         "recommendation_line": next((line for line in result.stdout.splitlines() if "Recommendation" in line), None),
         "stderr_tail": result.stderr[-500:] if result.returncode else "",
+        "settings": final_rows(sweep_dir) if (sweep_dir / "results.csv").exists() else {},
     }
+
+
+def overlaps(grid: dict, halving: dict) -> dict:
+    """Each setting both sweeps trained to the end, less the baseline (1x by definition): whether its two
+    speed-up intervals overlap."""
+    both = sorted(set(grid) & set(halving))
+    return {
+        name: {
+            "grid": grid[name]["interval"],
+            "halving": halving[name]["interval"],
+            "overlap": _overlap(grid, halving, name),
+        }
+        for name in both
+        if grid[name]["speedup"] != 1.0 or halving[name]["speedup"] != 1.0
+    }
+
+
+def _overlap(grid: dict, halving: dict, name: str) -> bool:
+    (a_low, a_high), (b_low, b_high) = grid[name]["interval"], halving[name]["interval"]
+    return a_low <= b_high and b_low <= a_high
 
 
 def main() -> int:
@@ -91,31 +129,35 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="the tryout's short budget, where halving does not pay")
     parser.add_argument("--eta", type=int, default=8)
     parser.add_argument("--probe-steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every point, in shuffled rounds (both sweeps)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     space = GPU_SPACE if args.gpu else SHORT_SPACE if args.short else CPU_SPACE
     with tempfile.TemporaryDirectory() as tmp:
-        grid = sweep(space, [], Path(tmp) / "grid")
+        repeats = [f"trainer.repeats={args.repeats}"] if args.repeats > 1 else []
+        grid = sweep(space, repeats, Path(tmp) / "grid")
         halving_args = [
             "hydra/sweeper=halving",
             f"hydra.sweeper.eta={args.eta}",
             f"hydra.sweeper.probe_steps={args.probe_steps}",
             "hydra.sweeper.final_points=1",
         ]
-        halving = sweep(space, halving_args, Path(tmp) / "halving")
+        halving = sweep(space, halving_args + repeats, Path(tmp) / "halving")
         ledger = json.loads((Path(tmp) / "halving" / "halving.json").read_text())
     result = {
         "space": space,
         "points": 16,
+        "repeats": args.repeats,
         "grid": grid,
         "halving": {
             **halving,
             "eta": args.eta,
             "probe_steps": args.probe_steps,
             **{k: ledger.get(k) for k in ("sweep_cost_saved", "steps_spent", "steps_full_grid")},
-            "rung_sizes": [len(r["points"]) for r in ledger["rungs"]],
+            "rung_sizes": [len({p["grid_index"] for p in r["points"]}) for r in ledger["rungs"]],
         },
         "same_recommendation": grid["recommendation"] == halving["recommendation"],
+        "intervals": overlaps(grid["settings"], halving["settings"]),
         "wall_ratio": halving["wall_s"] / grid["wall_s"],
         "measured_cost_saved": 1 - halving["wall_s"] / grid["wall_s"],
     }
@@ -128,7 +170,10 @@ def main() -> int:
         f"(target <= 0.35); rungs {result['halving']['rung_sizes']}; saved: measured "
         f"{result['measured_cost_saved']:.0%}, the sweeper's estimate {result['halving']['sweep_cost_saved']:.0%}"
     )
-    return 0 if result["same_recommendation"] and result["wall_ratio"] <= 0.35 else 1
+    for name, pair in result["intervals"].items():
+        print(f"{name}: grid {pair['grid']}, halving {pair['halving']}: {'overlap' if pair['overlap'] else 'APART'}")
+    overlap = all(pair["overlap"] for pair in result["intervals"].values())
+    return 0 if result["same_recommendation"] and result["wall_ratio"] <= 0.35 and overlap else 1
 
 
 if __name__ == "__main__":

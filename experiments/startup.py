@@ -12,7 +12,8 @@ Sides, interleaved in each round (this machine is shared and noisy; ratios are p
   directly) on a random digits-sized batch, SGD. What any training program pays: torch.optim's first optimizer
   imports torch._dynamo (Optimizer.add_param_group is wrapped by torch._disable_dynamo);
 - before: the checkout at --before (default: the commit before issue 21), from a git worktree;
-- after: this checkout.
+- after: this checkout;
+- after_no_wandb: this checkout with `logger.wandb.mode=disabled`, to show W&B's share (its import and service start).
 
     python experiments/startup.py --rounds 5   # -> experiments/results/startup.json
 """
@@ -60,11 +61,11 @@ optimizer.step()
 """
 
 
-def time_to_first_step(code_dir, run_dir: Path) -> float:
+def time_to_first_step(code_dir, run_dir: Path, wandb_mode: str = "offline") -> float:
     """Seconds from launch to the first optimizer step of the default job run from `code_dir` (None: the plain
     program)."""
     read_end, write_end = os.pipe()
-    env = {**os.environ, "FASTGPU_FIRST_STEP_FD": str(write_end), "WANDB_MODE": "offline"}
+    env = {**os.environ, "FASTGPU_FIRST_STEP_FD": str(write_end), "WANDB_MODE": wandb_mode}
     env["PYTHONPATH"] = str(code_dir or "")
     if code_dir is None:
         program = WRAPPER.split("sys.argv = ")[0] + PLAIN
@@ -112,13 +113,14 @@ def main() -> int:
             capture_output=True,
         )
         try:
-            sides = {"floor": [], "plain": [], "before": [], "after": []}
+            sides = {"floor": [], "plain": [], "before": [], "after": [], "after_no_wandb": []}
             for round_ in range(args.rounds + 1):  # round 0 warms the page cache for every side and is dropped
                 times = {
                     "floor": time_floor(),
                     "plain": time_to_first_step(None, tmp / f"run-plain-{round_}"),
                     "before": time_to_first_step(before_dir, tmp / f"run-before-{round_}"),
                     "after": time_to_first_step(REPO, tmp / f"run-after-{round_}"),
+                    "after_no_wandb": time_to_first_step(REPO, tmp / f"run-nowandb-{round_}", "disabled"),
                 }
                 print(f"round {round_}: " + "  ".join(f"{k} {v:.2f} s" for k, v in times.items()), flush=True)
                 if round_:
@@ -129,6 +131,7 @@ def main() -> int:
     ratios = [a / b for a, b in zip(sides["after"], sides["before"])]
     above_floor = [(a - f) / (b - f) for a, b, f in zip(sides["after"], sides["before"], sides["floor"])]
     above_plain = [(a - f) / (b - f) for a, b, f in zip(sides["after"], sides["before"], sides["plain"])]
+    no_wandb = [a / b for a, b in zip(sides["after_no_wandb"], sides["before"])]
     result = {
         "what": "wall time from launching `python -m fastgpu` (the default job) to its first optimizer step",
         "before_commit": args.before,
@@ -138,11 +141,18 @@ def main() -> int:
         "after_over_before": {"median": statistics.median(ratios), "per_round": ratios},
         "above_floor_after_over_before": {"median": statistics.median(above_floor), "per_round": above_floor},
         "above_plain_after_over_before": {"median": statistics.median(above_plain), "per_round": above_plain},
+        "after_no_wandb_over_before": {"median": statistics.median(no_wandb), "per_round": no_wandb},
+        "plain_over_before": {
+            "median": statistics.median(p / b for p, b in zip(sides["plain"], sides["before"])),
+        },
         "cpus": os.cpu_count(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(
-        json.dumps({k: result[k] for k in ("median_s", "after_over_before", "above_floor_after_over_before")}, indent=2)
+        json.dumps(
+            {k: result[k] for k in ("median_s", "after_over_before", "after_no_wandb_over_before")},
+            indent=2,
+        )
     )
     return 0
 

@@ -152,3 +152,47 @@ def test_when_the_next_rung_is_the_full_budget_only_final_points_go_on(capsys):
     assert [len(r["points"]) for r in rungs] == [6, 2]  # one winner and the baseline
     assert sorted(p["grid_index"] for p in rungs[-1]["points"]) == [0, 5]
     assert "the full budget (88 steps) is only 2.5x the probe (35 steps" in capsys.readouterr().err
+
+
+def test_halving_with_repeats_runs_every_point_in_shuffled_rounds_and_ranks_by_the_median():
+    """trainer.repeats=3 with halving: each rung runs its points three times, every point once a round in a seeded
+    shuffled order; a point is ranked by the median of its runs, so one lucky run does not promote it."""
+    from fastgpu.sweep.halving import HalvingSweeper, cost
+
+    sweeper = HalvingSweeper(eta=4, probe_steps=10, final_points=1, repeats=3)
+    sweeper.config = OmegaConf.create(
+        {
+            "trainer": {"max_steps": 400, "epochs": 2, "warmup_steps": 5, "log_every_n_steps": 25},
+            "report": {"accuracy_tolerance": 0.01, "baseline": []},
+        }
+    )
+    sweeper.start = sweeper.write_ledger = lambda *args: None
+    sweeper.grid = lambda arguments: [[f"+p={i}"] for i in range(4)]
+    sweeper._baseline = lambda grid, results: 3
+    # point 0: one lucky run (mean 195, median 95); point 1: steady 150; point 2: 120; point 3 the baseline
+    speeds = {0: [90.0, 95.0, 400.0], 1: [150.0, 150.0, 150.0], 2: [120.0] * 3, 3: [100.0] * 3}
+    launched = []
+
+    def run(points):
+        launched.append(points)
+        out = []
+        for overrides in points:
+            index = int(next(o for o in overrides if o.startswith("+p="))[3:])
+            repeat = int(next(o for o in overrides if o.startswith("trainer.repeat="))[15:])
+            steps = 15 if any(o.startswith("trainer.max_steps=") for o in overrides) else 400
+            out.append(_result(index, speeds[index][repeat], steps=steps))
+        return out
+
+    sweeper.run = run
+    (rungs,) = sweeper.sweep([])
+    first, last = launched
+    assert len(first) == 12 and len(last) == 6  # 4 points x 3 rounds; then the winner and the baseline x 3
+    for r in range(3):  # every point once a round, with the round's trainer.repeat
+        assert sorted(o[0] for o in first[4 * r : 4 * r + 4]) == [f"+p={i}" for i in range(4)]
+        assert all(f"trainer.repeat={r}" in o for o in first[4 * r : 4 * r + 4])
+    assert len({tuple(o[0] for o in first[4 * r : 4 * r + 4]) for r in range(3)}) > 1  # shuffled, not one order
+    assert sorted({p["grid_index"] for p in rungs[-1]["points"]}) == [1, 3]  # median 150 beats 0's lucky 400
+    assert {p["decision"] for p in rungs[0]["points"] if p["grid_index"] == 0} == {"stopped_early"}
+    assert [p["repeat"] for p in rungs[-1]["points"]].count(2) == 2
+    spent = cost(rungs, grid_points=4, repeats=3)
+    assert spent["steps_full_grid"] == 4 * 3 * 400 and spent["steps_spent"] == 12 * 15 + 6 * 400

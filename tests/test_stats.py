@@ -83,6 +83,15 @@ def test_runs_of_a_setting_pool_into_one_row_with_every_run():
     pooled = pool_repeats(points)
     assert [p["metrics"]["repeats"] for p in pooled] == [2, 2]
     assert pooled[0]["metrics"]["run_intervals"] == [[100.0, 101.0, 99.0], [103.0, 104.0, 102.0]]
+    # halving's runs: a setting's stopped_early probes pool with each other, apart from its runs to the end
+    marked = [{**p, "metrics": {**p["metrics"], "status": "stopped_early"}} for p in points]
+    finished = [{**p, "point": p["point"] + 4} for p in (points[0], points[3])]
+    pooled = pool_repeats(marked + finished)
+    assert [(p["metrics"]["status"], p["metrics"]["name"], p["metrics"].get("repeats")) for p in pooled] == [
+        ("stopped_early", "fp32-0", 2),
+        ("stopped_early", "bf16-0", 2),
+        ("ok", "fp32-0", 2),
+    ]
 
 
 def _row(name, speedup, low, high, runs_measured, baseline=False, device="cpu"):
@@ -126,9 +135,9 @@ def test_paired_rounds_give_a_t_interval_around_their_geometric_mean():
     assert (low, high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)), rel=1e-3)
 
 
-def test_repeats_outside_a_grid_sweep_are_one_line_and_write_nothing(tmp_path, cli_in_process):
+def test_repeats_outside_a_grid_sweep_or_halving_are_one_line_and_write_nothing(tmp_path, cli_in_process):
     single = cli_in_process("trainer.repeats=3", cwd=tmp_path)
     assert single.returncode == 2 and "repeats the points of a sweep; add -m" in single.stderr
-    halving = cli_in_process("-m", "hydra/sweeper=halving", "trainer.repeats=3", "precision=fp32,bf16", cwd=tmp_path)
-    assert halving.returncode == 2 and "hydra/sweeper=halving decides by single runs" in halving.stderr
+    search = cli_in_process("-m", "hydra/sweeper=max_batch", "trainer.repeats=3", "precision=fp32,bf16", cwd=tmp_path)
+    assert search.returncode == 2 and "hydra/sweeper=max_batch decides by single runs" in search.stderr
     assert list(tmp_path.iterdir()) == []

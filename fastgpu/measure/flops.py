@@ -9,7 +9,6 @@ import copy
 from typing import Optional
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 # Dense (no 2:4 sparsity) peak tensor throughput in TFLOP/s, from NVIDIA's data sheets, by the dtype the
 # precision mode's matmuls run in. fp32 without TF32 runs on the CUDA cores. Matched against
@@ -28,6 +27,8 @@ PEAK_TFLOPS = {
 def training_flops_per_sample(model: torch.nn.Module, example: torch.Tensor) -> float:
     """Forward + backward FLOPs of one sample (the `example` batch counted, divided by its length): the model's own
     FLOPs, as MFU counts them (PaLM's appendix B), so activation checkpointing's recomputation is left out."""
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton (0.3 s): after training, not at start
+
     from fastgpu.measure.quality import logits_of
 
     meta = _without_recomputation(copy.deepcopy(model).to("meta"))

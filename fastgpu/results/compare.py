@@ -113,6 +113,7 @@ def by_device(points: list) -> dict:
     return groups
 
 
+MEASURED = ("ok", "stopped_early", "promoted")  # statuses of runs that measured their speed
 REPEAT_KEYS = ("trainer.seed=", "trainer.repeat=", "trainer.repeats=")
 
 
@@ -123,16 +124,17 @@ def setting_of(overrides) -> tuple:
 
 def pool_repeats(points: list) -> list:
     """Points that differ only in `trainer.seed` (other data orders) or `trainer.repeat` (the rounds of
-    trainer.repeats=N) are runs of one setting: one point whose throughput is the median of all their interval
-    rates, with the two-level interval over their runs (`run_intervals`: one list per run), and the mean of their
-    accuracies."""
+    trainer.repeats=N), with one status, are runs of one setting: one point whose throughput is the median of all
+    their interval rates, with the two-level interval over their runs (`run_intervals`: one list per run), and the
+    mean of their accuracies."""
     groups = {}
     for p in points:
-        key = (p["metrics"].get("device_name"), setting_of(p["overrides"]))  # repeats on other hardware are not repeats
+        # repeats on other hardware are not repeats; halving's stopped_early runs pool apart from finished ones
+        key = (p["metrics"].get("device_name"), setting_of(p["overrides"]), p["metrics"].get("status"))
         groups.setdefault(key, []).append(p)
     pooled = []
     for group in groups.values():
-        ok = [p for p in group if p["metrics"].get("status") == "ok" and p["metrics"].get("throughput_intervals")]
+        ok = [p for p in group if p["metrics"].get("status") in MEASURED and p["metrics"].get("throughput_intervals")]
         if len(ok) < 2:
             pooled += group
             continue

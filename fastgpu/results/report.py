@@ -304,7 +304,7 @@ def build_report(
         "",
     ]
     lines += sections
-    lines += rung_section(halving, rows) + max_batch_section(max_batch)
+    lines += rung_section(halving) + max_batch_section(max_batch)
     if failed:
         lines += (
             ["## Failed points", ""]

@@ -11,6 +11,9 @@ def mark_rungs(points: list, ledger) -> dict:
     if not ledger:
         return None
     decisions = {p["job"]: (r["rung"], p.get("decision")) for r in ledger["rungs"] for p in r["points"]}
+    names = {point["point"]: point["metrics"].get("name") for point in points}
+    for run in (p for r in ledger["rungs"] for p in r["points"]):
+        run["name"] = names.get(run["job"]) or run["job"]  # each run's own name (repeats: NAME-rR), for the table
     for point in points:
         rung, decision = decisions.get(point["point"], (None, None))
         point["rung"] = rung
@@ -58,23 +61,24 @@ def max_batch_section(ledger) -> list:
 
 def _rung_size(rung: dict, baseline_index) -> str:
     """'6', or after rung 1 '2 + baseline' / '1 + baseline + 2 accuracy guard': the winners eta and final_points
-    chose, and the points kept for another reason."""
-    points = rung["points"]
+    chose, and the points kept for another reason (grid points: repeats of a point count once)."""
+    points = {p.get("grid_index"): p for p in rung["points"]}
     if rung["rung"] == 1 or baseline_index is None:
         return str(len(points))
-    guard = sum(1 for p in points if p.get("guard"))
-    has_base = any(p.get("grid_index") == baseline_index for p in points)
+    guard = sum(1 for p in points.values() if p.get("guard"))
+    has_base = baseline_index in points
     size = f"{len(points) - guard - has_base}" + (" + baseline" if has_base else "")
     return size + (f" + {guard} accuracy guard" if guard else "")
 
 
-def rung_section(ledger, rows: list) -> list:
+def rung_section(ledger) -> list:
     if not ledger:
         return []
-    names = {r["point"]: r["name"] for r in rows}
     sizes = " -> ".join(_rung_size(r, ledger.get("baseline_index")) for r in ledger["rungs"])
+    repeats = ledger.get("repeats") or 1
+    each = f" (each {repeats} runs, ranked by their median)" if repeats > 1 else ""
     lines = [
-        f"## Successive halving: eta={ledger['eta']}, probe {ledger['probe_steps']} steps, {sizes} points",
+        f"## Successive halving: eta={ledger['eta']}, probe {ledger['probe_steps']} steps, {sizes} points{each}",
         "",
         "| rung | steps | point | samples/s | accuracy | decision |",
         "|---|---|---|---|---|---|",
@@ -87,7 +91,7 @@ def rung_section(ledger, rows: list) -> list:
             decision = p.get("decision") if p.get("status") == "ok" else p.get("status")
             decision += " (accuracy guard)" if p.get("guard") else ""
             lines.append(
-                f"| {rung['rung']} | {steps} | {names.get(p['job'], p['job'])} | {speed} | {accuracy} | {decision} |"
+                f"| {rung['rung']} | {steps} | {p.get('name', p['job'])} | {speed} | {accuracy} | {decision} |"
             )
     if ledger.get("sweep_cost_saved") is not None:
         lines += [

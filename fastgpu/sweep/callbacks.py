@@ -9,9 +9,10 @@ from fastgpu.errors import refuse_or_exit
 
 
 def check_repeats(config) -> None:
-    """trainer.repeats is the grid sweeper's (fastgpu/sweep/repeats.py): another sweeper would ignore it."""
+    """trainer.repeats is for the grid sweeper (fastgpu/sweep/repeats.py) and successive halving: another sweeper
+    would ignore it."""
     repeats = config.trainer.get("repeats", 1)
-    if repeats > 1 and not str(config.hydra.sweeper.get("_target_", "")).endswith("GridSweeper"):
+    if repeats > 1 and not str(config.hydra.sweeper.get("_target_", "")).endswith(("GridSweeper", "HalvingSweeper")):
         from fastgpu.errors import FastGPUError
 
         raise FastGPUError(

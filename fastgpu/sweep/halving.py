@@ -14,9 +14,11 @@ Every run is a real point dir. `halving.json` records the rungs and decisions (`
 """
 
 import math
+import statistics
 from datetime import datetime
 
 from fastgpu.sweep.adaptive import AdaptiveSweeper, speed
+from fastgpu.sweep.repeats import round_order
 
 LEDGER = "halving.json"
 
@@ -24,7 +26,17 @@ LEDGER = "halving.json"
 class HalvingSweeper(AdaptiveSweeper):
     ledger_file = LEDGER
 
-    def __init__(self, params=None, eta: int = 3, probe_steps: int = 30, final_points: int = 1, guard_points: int = 2):
+    def __init__(
+        self,
+        params=None,
+        eta: int = 3,
+        probe_steps: int = 30,
+        final_points: int = 1,
+        guard_points: int = 2,
+        repeats: int = 1,
+        order: str = "shuffle",
+        seed: int = 0,
+    ):
         super().__init__(params)
         if eta < 2 or probe_steps < 1 or final_points < 1:
             from fastgpu.errors import FastGPUError
@@ -34,6 +46,7 @@ class HalvingSweeper(AdaptiveSweeper):
                 "probe_steps >= 1 and final_points >= 1"
             )
         self.eta, self.probe_steps, self.final_points, self.guard_points = eta, probe_steps, final_points, guard_points
+        self.repeats, self.order, self.seed = max(int(repeats), 1), order, int(seed)
 
     def sweep(self, arguments):
         self.start()
@@ -45,9 +58,7 @@ class HalvingSweeper(AdaptiveSweeper):
         final = len(grid) <= self.final_points or (full is not None and budget >= full)
         while True:
             rung = len(rungs) + 1
-            results = self.run([self.rung_point(grid[i], rung, None if final else budget) for i in alive])
-            for index, result in zip(alive, results):
-                result["grid_index"] = index
+            results = self.run_rung(grid, alive, rung, None if final else budget)
             if baseline is None:
                 baseline = self._baseline(grid, results)
                 self.warn_if_short(results, budget)
@@ -57,19 +68,22 @@ class HalvingSweeper(AdaptiveSweeper):
                     result["decision"] = "final"
                 self.guard_accuracy(grid, baseline, rungs)
                 break
-            contenders = [r for r in results if r["grid_index"] != baseline]
+            points = by_point(results)
+            contenders = [p for p in points if p["grid_index"] != baseline]
             full = full or self.full_steps(results)  # an epochs budget is known once a point has run
             if full is not None and budget * self.eta >= full:  # the next rung trains to the end: final_points go
                 keep = self.final_points
             else:
                 keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
-            ranked = sorted((r for r in contenders if speed(r) > -math.inf), key=speed, reverse=True)
-            winners = {r["grid_index"] for r in ranked[:keep]}
-            for result in results:
-                promoted = result["grid_index"] in winners or result["grid_index"] == baseline
-                result["decision"] = "promoted" if promoted and result.get("status") == "ok" else "stopped_early"
+            ranked = sorted((p for p in contenders if speed(p) > -math.inf), key=speed, reverse=True)
+            winners = {p["grid_index"] for p in ranked[:keep]}
+            for point in points:
+                promoted = point["grid_index"] in winners or point["grid_index"] == baseline
+                decision = "promoted" if promoted and point["status"] == "ok" else "stopped_early"
+                for result in point["runs"]:
+                    result["decision"] = decision
             self.write_ledger(self.ledger(grid, baseline, rungs))  # a sweep stopped here resumes from its points
-            alive = sorted(r["grid_index"] for r in results if r["decision"] == "promoted")
+            alive = sorted(p["grid_index"] for p in points if p["runs"][0]["decision"] == "promoted")
             if not alive:  # nothing finished this rung: nothing to train further
                 break
             budget *= self.eta
@@ -77,28 +91,47 @@ class HalvingSweeper(AdaptiveSweeper):
         self.write_ledger(self.ledger(grid, baseline, rungs, done=True))
         return [rungs]
 
+    def run_rung(self, grid: list, indices: list, rung: int, budget) -> list:
+        """The points `indices` of `grid` for a rung, each `repeats` times in rounds (every point once a round, the
+        order shuffled per round with a seed of its own, the same on a resumed sweep): every run's result, with its
+        `grid_index` (and `repeat`)."""
+        jobs = round_order(len(indices), self.repeats, self.order, self.seed + 1000 * rung)
+        repeat = (lambda r: [f"trainer.repeat={r}"]) if self.repeats > 1 else (lambda r: [])
+        results = self.run([self.rung_point(grid[indices[i]], rung, budget) + repeat(r) for i, r in jobs])
+        for (i, r), result in zip(jobs, results):
+            result["grid_index"] = indices[i]
+            if self.repeats > 1:
+                result["repeat"] = r
+        return results
+
     def guard_accuracy(self, grid: list, baseline, rungs: list) -> None:
         """The accuracy guard: when no point of the last rung is both faster than the baseline and within
         `report.accuracy_tolerance` of its accuracy, train the next fastest point (by its last measured speed)
         to the end too, up to `guard_points` more, stopping at one that keeps accuracy or is not faster than the
         baseline: the point the full grid would recommend is then trained, even if a faster one loses accuracy."""
         last = rungs[-1]["points"]
-        base = next((r for r in last if r["grid_index"] == baseline), None)
-        if base is None or base.get("status") != "ok" or base.get("accuracy") is None or len(rungs) < 2:
+        base = next((p for p in by_point(last) if p["grid_index"] == baseline), None)
+        if base is None or base["status"] != "ok" or base["accuracy"] is None or len(rungs) < 2:
             return
         floor = base["accuracy"] - self.config.report.accuracy_tolerance
         # only points that ran the rung before the last: no point skips a rung
         trained = {r["grid_index"] for r in last}
-        reserve = sorted((r for r in rungs[-2]["points"] if r["grid_index"] not in trained), key=speed, reverse=True)
+        reserve = [p for p in by_point(rungs[-2]["points"]) if p["grid_index"] not in trained]
+        reserve.sort(key=speed, reverse=True)
         for _ in range(self.guard_points):
-            kept = [r for r in last if r is not base and speed(r) > speed(base) and (r.get("accuracy") or 0) >= floor]
+            kept = [
+                p
+                for p in by_point(last)
+                if p["grid_index"] != baseline and speed(p) > speed(base) and (p["accuracy"] or 0) >= floor
+            ]
             if kept or not reserve or speed(reserve[0]) <= speed(base):
                 return
             candidate = reserve.pop(0)
-            candidate["decision"] = "promoted"
-            (result,) = self.run([self.rung_point(grid[candidate["grid_index"]], rungs[-1]["rung"], None)])
-            result.update(grid_index=candidate["grid_index"], decision="final", guard=True)
-            last.append(result)
+            for result in candidate["runs"]:
+                result["decision"] = "promoted"
+            for result in self.run_rung(grid, [candidate["grid_index"]], rungs[-1]["rung"], None):
+                result.update(decision="final", guard=True)
+                last.append(result)
 
     def full_steps(self, results: list):
         """The full budget in steps: trainer.max_steps, else epochs x the steps per epoch a point recorded."""
@@ -138,11 +171,12 @@ class HalvingSweeper(AdaptiveSweeper):
             "eta": self.eta,
             "probe_steps": self.probe_steps,
             "final_points": self.final_points,
+            "repeats": self.repeats,
             "grid_points": len(grid),
             "baseline": grid[baseline] if baseline is not None else None,
             "baseline_index": baseline,
             "rungs": [{**r, "points": [_brief(p) for p in r["points"]]} for r in rungs],
-            **(cost(rungs, len(grid)) if done else {}),
+            **(cost(rungs, len(grid), self.repeats) if done else {}),
         }
 
     def _baseline(self, grid: list, results: list):
@@ -154,10 +188,34 @@ class HalvingSweeper(AdaptiveSweeper):
         return chosen["index"] if chosen else None
 
 
+def by_point(results: list) -> list:
+    """A rung's runs, one entry per grid point (in the order first run): `status` ok where any of its runs finished,
+    the median `throughput` and mean `accuracy` of those that did, and the `runs` themselves. With one run a point,
+    that run's own figures."""
+    runs_of = {}
+    for result in results:
+        runs_of.setdefault(result["grid_index"], []).append(result)
+    points = []
+    for index, runs in runs_of.items():
+        finished = [r for r in runs if speed(r) > -math.inf]
+        accuracies = [r["accuracy"] for r in finished if r.get("accuracy") is not None]
+        points.append(
+            {
+                "grid_index": index,
+                "status": "ok" if finished else runs[0].get("status"),
+                "throughput": statistics.median(speed(r) for r in finished) if finished else None,
+                "accuracy": statistics.fmean(accuracies) if accuracies else None,
+                "runs": runs,
+            }
+        )
+    return points
+
+
 def _brief(result: dict) -> dict:
     keys = (
         "job",
         "grid_index",
+        "repeat",
         "status",
         "decision",
         "guard",
@@ -185,13 +243,14 @@ def wall_seconds(result: dict):
     return (end - start).total_seconds()
 
 
-def cost(rungs: list, grid_points: int) -> dict:
+def cost(rungs: list, grid_points: int, repeats: int = 1) -> dict:
     """Device time and steps the search spent, against an estimate of the full grid's.
 
     Spent: every run's share of its launch's wall time on the sweep's clock (start-up, data, evaluation and export
     included), times its devices. The grid: a point trained to the end costs what it cost; a point stopped early
     costs its last run plus the training steps it did not take (at its own measured time per step) and the
-    evaluations the final points made beyond its own. Fixed costs are paid once per run, so many short rungs can
+    evaluations the final points made beyond its own; with repeats, the grid runs every point that many times too.
+    Fixed costs are paid once per run, so many short rungs can
     cost more than the grid; `experiments/search_benchmark.py` measures both on one machine."""
     final = [p for p in rungs[-1]["points"] if p.get("status") == "ok" and p.get("steps")]
     if not final:
@@ -204,7 +263,7 @@ def cost(rungs: list, grid_points: int) -> dict:
         for p in rung["points"]:
             spent_s += _wall(p) * (p.get("world_size") or 1)
             spent_steps += p.get("steps") or 0
-            last_run[p["grid_index"]] = p
+            last_run[p["grid_index"], p.get("repeat")] = p
     grid_s, measured = 0.0, 0
     for p in last_run.values():
         steps, train_s = p.get("steps"), p.get("train_time_s")
@@ -214,11 +273,11 @@ def cost(rungs: list, grid_points: int) -> dict:
         missing_eval = max(full_eval_s - (p.get("eval_time_s") or 0.0), 0.0) if missing_steps else 0.0
         grid_s += (_wall(p) + train_s / steps * missing_steps + missing_eval) * (p.get("world_size") or 1)
         measured += 1
-    grid_s += (grid_points - measured) * (grid_s / max(measured, 1))  # failed points: the mean estimate
+    grid_s += (grid_points * repeats - measured) * (grid_s / max(measured, 1))  # failed runs: the mean estimate
     return {
         "device_hours_spent": spent_s / 3600,
         "device_hours_full_grid": grid_s / 3600,
         "steps_spent": int(spent_steps),
-        "steps_full_grid": grid_points * full_steps,
+        "steps_full_grid": grid_points * repeats * full_steps,
         "sweep_cost_saved": 1 - spent_s / grid_s if grid_s > 0 else None,
     }

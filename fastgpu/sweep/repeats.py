@@ -18,24 +18,31 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 ORDERS = ("shuffle", "alternate")
 
 
-def rounds(grid: list, repeats: int, order: str = "shuffle", seed: int = 0) -> list:
-    """The jobs of `repeats` rounds over `grid` (each job a list of overrides), each with its round's
-    `trainer.repeat=r`; one round: the grid as Hydra gives it."""
+def round_order(points: int, repeats: int, order: str = "shuffle", seed: int = 0) -> list:
+    """(point index, round) for `repeats` rounds over `points` points: every point once a round, in an order
+    shuffled with seed `seed + round` (or forward, then reversed); one round: the points in order."""
     if order not in ORDERS:
         from fastgpu.errors import FastGPUError
 
         raise FastGPUError(f"hydra.sweeper.order={order!r} is not known; use one of {', '.join(ORDERS)}")
-    if repeats <= 1:
-        return [list(job) for job in grid]
     jobs = []
-    for r in range(repeats):
-        index = list(range(len(grid)))
+    for r in range(max(repeats, 1)):
+        index = list(range(points))
         if order == "alternate":
             index = index if r % 2 == 0 else index[::-1]
-        else:
+        elif repeats > 1:
             random.Random(seed + r).shuffle(index)
-        jobs += [[*grid[i], f"trainer.repeat={r}"] for i in index]
+        jobs += [(i, r) for i in index]
     return jobs
+
+
+def rounds(grid: list, repeats: int, order: str = "shuffle", seed: int = 0) -> list:
+    """The jobs of `repeats` rounds over `grid` (each job a list of overrides), each with its round's
+    `trainer.repeat=r`; one round: the grid as Hydra gives it."""
+    order_of = round_order(len(grid), repeats, order, seed)
+    if repeats <= 1:
+        return [list(job) for job in grid]
+    return [[*grid[i], f"trainer.repeat={r}"] for i, r in order_of]
 
 
 class GridSweeper(BasicSweeper):
