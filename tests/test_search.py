@@ -35,9 +35,9 @@ def recommended(stdout: str) -> str:
 
 
 @pytest.mark.slow
-def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_resumes_per_rung(tmp_path):
-    grid = run_cli("-m", *PLANTED, *QUICK, f"hydra.sweep.dir={tmp_path / 'grid'}")
-    assert grid.returncode == 0, grid.stderr[-2000:]
+def test_halving_stops_the_slow_point_recommends_the_planted_fastest_and_resumes_per_rung(tmp_path):
+    """The points differ only by a planted host sleep per step, so the answer is known: sleep_ms0 (what the full
+    grid recommends too; experiments/search_benchmark.py compares the two sweeps on a real space)."""
     search_args = (
         "-m",
         "hydra/sweeper=halving",
@@ -49,7 +49,7 @@ def test_halving_stops_the_slow_point_recommends_what_the_full_grid_does_and_res
     )
     search = run_cli(*search_args)
     assert search.returncode == 0, search.stderr[-2000:]
-    assert recommended(search.stdout) == recommended(grid.stdout) == "sleep_ms0"
+    assert recommended(search.stdout) == "sleep_ms0"
 
     ledger = json.loads((tmp_path / "halving" / "halving.json").read_text())
     first, last = ledger["rungs"][0], ledger["rungs"][-1]
@@ -99,7 +99,6 @@ def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accur
         "report.baseline=['+knob=slow']",
         *QUICK,
     )
-    grid = run_cli("-m", *common, f"hydra.sweep.dir={tmp_path / 'grid'}")
     search = run_cli(
         "-m",
         *common,
@@ -108,9 +107,9 @@ def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accur
         "hydra.sweeper.probe_steps=10",
         f"hydra.sweep.dir={tmp_path / 'halving'}",
     )
-    assert grid.returncode == 0 and search.returncode == 0, search.stderr[-2000:]
+    assert search.returncode == 0, search.stderr[-2000:]
     ledger = json.loads((tmp_path / "halving" / "halving.json").read_text())
     final = ledger["rungs"][-1]["points"]
     assert [(p["grid_index"], bool(p.get("guard"))) for p in final] == [(0, False), (2, False), (1, True)]
-    assert recommended(search.stdout) == recommended(grid.stdout) == "fast_good"
+    assert recommended(search.stdout) == "fast_good"  # the planted answer: fast_bad learns nothing, slow is slow
     assert "final (accuracy guard)" in (tmp_path / "halving" / "report.md").read_text()
