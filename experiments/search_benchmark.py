@@ -7,7 +7,8 @@ speed-up intervals of every setting both sweeps trained to the end (issue 23: th
 
     python experiments/search_benchmark.py --out experiments/results/search_cpu.json            # CPU, ~25 min
     python experiments/search_benchmark.py --gpu --out experiments/results/search_gpu.json      # resnet50 on a GPU
-    python experiments/search_benchmark.py --short --eta 3 --probe-steps 30 --out experiments/results/search_short.json
+    python experiments/search_benchmark.py --short --eta 3 --probe-steps 30 --repeats 1 \
+        --out experiments/results/search_short.json
 
 `--short` is the held-out tryout's space (3 widths x 2 batch sizes, 4 epochs: 88 steps against a 35-step probe),
 where halving is expected to cost more than the grid: its own `sweep_cost_saved` must then say so (negative), and
