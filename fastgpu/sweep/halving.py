@@ -9,6 +9,9 @@ time, so the last rung has the accuracy the recommendation is checked against. T
 last rung keeps accuracy, the next fastest train to the end too (up to `guard_points`), so a fast point that
 loses accuracy cannot hide the point the full grid would recommend.
 
+With `trainer.repeats=N` every rung runs each of its points N times in rounds (fastgpu/sweep/repeats.py's order,
+seeded per rung) and ranks a point by the median of its runs; the report pools the final runs of a setting.
+
 Every run is a real point dir. `halving.json` records the rungs and decisions (`promoted`, `stopped_early`,
 `final`) and what the search cost against the full grid; the report reads it. Torch-free.
 """
