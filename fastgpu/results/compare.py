@@ -139,6 +139,7 @@ def pool_repeats(points: list) -> list:
             pooled += group
             continue
         runs = [p["metrics"]["throughput_intervals"] for p in ok]
+        rates = [rate for run in runs for rate in run]
         median, low, high = median_ci(runs)
         first = ok[0]
         metrics = {
@@ -146,8 +147,8 @@ def pool_repeats(points: list) -> list:
             "throughput": median,
             "throughput_ci_low": low,
             "throughput_ci_high": high,
-            "throughput_cv": cv([rate for run in runs for rate in run]),
-            "throughput_intervals": [rate for run in runs for rate in run],
+            "throughput_cv": cv(rates),
+            "throughput_intervals": rates,
             "run_intervals": runs,
             "run_throughputs": [p["metrics"]["throughput"] for p in ok],
             "repeats": len(ok),

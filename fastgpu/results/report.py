@@ -91,6 +91,10 @@ def _speedup(m: dict, base: dict) -> tuple:
     return _ratio(m.get("throughput"), base.get("throughput")), None, None, False
 
 
+def _interval_text(low: float, high: float) -> str:
+    return f"[{low:.2f}, {high:.2f}]"
+
+
 def build_rows(points: list, baseline) -> list:
     base = baseline["metrics"] if baseline else {}
     rows = []
@@ -111,7 +115,7 @@ def build_rows(points: list, baseline) -> list:
         for key in ("speedup", "latency_ratio"):
             if row.get(f"{key}_low") is not None:
                 label = "speedup_interval" if key == "speedup" else "latency_interval"
-                row[label] = f"[{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+                row[label] = _interval_text(row[f"{key}_low"], row[f"{key}_high"])
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
         row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
         row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if row["accuracy"] is not None and base else None
@@ -152,7 +156,7 @@ def apply_pairs(rows: list, paired: dict) -> None:
         if setting in paired:
             ratios = paired[setting]
             row["speedup"], row["speedup_low"], row["speedup_high"] = paired_ratio_ci(ratios)
-            row["speedup_interval"] = f"[{row['speedup_low']:.2f}, {row['speedup_high']:.2f}]"
+            row["speedup_interval"] = _interval_text(row["speedup_low"], row["speedup_high"])
             row["runs_measured"] = True  # independent rounds: their spread is the run-to-run noise
             row["paired_ratios"] = ratios
 

@@ -134,8 +134,8 @@ def old_ratio_ci(a: list, b: list, level: float = LEVEL, seed: int = 0) -> tuple
 
 
 def paired_ratio_ci(ratios: list, level: float = LEVEL) -> tuple:
-    """(median, low, high) of per-round ratios of two settings alternated in one process (+experiment=ab): a
-    t-interval on the log ratios (rounds are independent pairs), its centre the geometric mean."""
+    """(geometric mean, low, high) of per-round ratios of two settings alternated in one process (+experiment=ab):
+    a t-interval on the log ratios (rounds are independent pairs) around their mean."""
     logs = np.log(np.asarray(ratios, dtype=float))
     if len(logs) < 2:
         return (float(np.exp(logs[0])) if len(logs) else None), None, None

@@ -16,7 +16,7 @@ def check_repeats(config) -> None:
         from fastgpu.errors import FastGPUError
 
         raise FastGPUError(
-            f"trainer.repeats={repeats} repeats the points of a grid sweep, and hydra/sweeper="
+            f"trainer.repeats={repeats} repeats the points of a grid sweep or of successive halving, and hydra/sweeper="
             f"{config.hydra.runtime.choices.get('hydra/sweeper')} decides by single runs; drop trainer.repeats "
             "(or repeat by sweeping trainer.seed=0,1,2)"
         )

@@ -21,7 +21,7 @@ import statistics
 from datetime import datetime
 
 from fastgpu.sweep.adaptive import AdaptiveSweeper, speed
-from fastgpu.sweep.repeats import round_order
+from fastgpu.sweep.repeats import round_order, rounds
 
 LEDGER = "halving.json"
 
@@ -98,10 +98,10 @@ class HalvingSweeper(AdaptiveSweeper):
         """The points `indices` of `grid` for a rung, each `repeats` times in rounds (every point once a round, the
         order shuffled per round with a seed of its own, the same on a resumed sweep): every run's result, with its
         `grid_index` (and `repeat`)."""
-        jobs = round_order(len(indices), self.repeats, self.order, self.seed + 1000 * rung)
-        repeat = (lambda r: [f"trainer.repeat={r}"]) if self.repeats > 1 else (lambda r: [])
-        results = self.run([self.rung_point(grid[indices[i]], rung, budget) + repeat(r) for i, r in jobs])
-        for (i, r), result in zip(jobs, results):
+        seed = self.seed + 1000 * rung
+        points = [self.rung_point(grid[i], rung, budget) for i in indices]
+        results = self.run(rounds(points, self.repeats, self.order, seed))
+        for (i, r), result in zip(round_order(len(points), self.repeats, self.order, seed), results):
             result["grid_index"] = indices[i]
             if self.repeats > 1:
                 result["repeat"] = r

@@ -39,10 +39,8 @@ def round_order(points: int, repeats: int, order: str = "shuffle", seed: int = 0
 def rounds(grid: list, repeats: int, order: str = "shuffle", seed: int = 0) -> list:
     """The jobs of `repeats` rounds over `grid` (each job a list of overrides), each with its round's
     `trainer.repeat=r`; one round: the grid as Hydra gives it."""
-    order_of = round_order(len(grid), repeats, order, seed)
-    if repeats <= 1:
-        return [list(job) for job in grid]
-    return [[*grid[i], f"trainer.repeat={r}"] for i, r in order_of]
+    tag = (lambda r: [f"trainer.repeat={r}"]) if repeats > 1 else (lambda r: [])
+    return [[*grid[i], *tag(r)] for i, r in round_order(len(grid), repeats, order, seed)]
 
 
 class GridSweeper(BasicSweeper):
