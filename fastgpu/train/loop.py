@@ -117,5 +117,7 @@ def _evaluate(job, p, meter, recorder, epoch, epoch_energy, bar) -> None:
     if epoch_energy is not None:
         entry["epoch_energy_j"] = epoch_energy
     recorder.record(entry)
-    loss = p.logged_loss_sum / max(p.logged_step, 1)
-    bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{p.val['accuracy']:.3f}", refresh=False)
+    # beside the last interval's train loss as _log showed it (not the mean since the start, under the same name)
+    train = (getattr(bar, "postfix", None) or "").split(", val_loss=")[0]
+    shown = f"val_loss={p.val['loss']:.4f}, val_acc={p.val['accuracy']:.3f}"
+    bar.set_postfix_str(f"{train}, {shown}" if train else shown, refresh=False)
