@@ -94,6 +94,8 @@ def test_repeats_that_differ_only_in_seed_are_pooled(tmp_path):
     assert set(rows) == {"fp32", "bf16"} and rows["bf16"]["repeats"] == 2
     assert rows["bf16"]["accuracy"] == pytest.approx(0.905)  # the mean of the repeats
     assert rows["bf16"]["speedup_low"] > 1.3 and report["recommendation"].startswith("Recommendation: 'bf16'")
+    # the baseline is 1x by definition: no interval of it against itself (two runs would make one look noisy)
+    assert rows["fp32"]["speedup"] == 1.0 and rows["fp32"]["speedup_low"] is None
 
 
 def test_points_from_different_gpus_are_compared_only_within_their_gpu(tmp_path):

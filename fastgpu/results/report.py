@@ -111,7 +111,10 @@ def build_rows(points: list, baseline) -> list:
             "rung": p.get("rung"),
         }
         row.update({key: m.get(key) for key in COLUMNS if key not in row})
-        row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = _speedup(m, base)
+        if p is baseline:  # 1x by definition: an interval of the baseline against itself would only show its noise
+            row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = 1.0, None, None, False
+        else:
+            row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = _speedup(m, base)
         for key in ("speedup", "latency_ratio"):
             if row.get(f"{key}_low") is not None:
                 label = "speedup_interval" if key == "speedup" else "latency_interval"
