@@ -82,10 +82,12 @@ def test_halving_stops_the_slow_point_recommends_the_planted_fastest_and_resumes
 
 @pytest.mark.slow
 def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accuracy(tmp_path):
-    # three settings as a config group of our own: the fastest learns nothing (a tiny learning rate)
+    # three settings as a config group of our own: the fastest learns nothing (a tiny learning rate). The guard
+    # compares fast_good's 10-step probe with slow's full run: on a loaded machine late wake-ups add ~10-20 ms to
+    # every sleep, so slow sleeps 10x fast_good's 4 ms (at 5x, one loaded CI run read the probe as the slower)
     group = tmp_path / "conf" / "knob"
     group.mkdir(parents=True)
-    settings = {"fast_bad": (0, 1e-7), "fast_good": (4, 0.05), "slow": (20, 0.05)}
+    settings = {"fast_bad": (0, 1e-7), "fast_good": (4, 0.05), "slow": (40, 0.05)}
     for name, (sleep_ms, lr) in settings.items():
         (group / f"{name}.yaml").write_text(
             f"# @package _global_\ntrainer:\n  sleep_ms: {sleep_ms}\noptimizer:\n  lr: {lr}\n"
