@@ -33,8 +33,11 @@ def test_max_batch_finds_the_largest_batch_under_a_real_memory_limit(tmp_path):
     assert search["max_batch_size"] == max(fits) < min(too_big) == search["smallest_oom"]
     assert search["smallest_oom"] - search["max_batch_size"] <= 32 and search["max_batch_size"] % 32 == 0
     assert search["stopped_by"] == "out_of_memory" and search["memory_limit_mb"] == 400
-    grown = [p["memory_growth_mb"] for p in probes if p["status"] == "ok"]
-    assert 0 < max(grown) < 400  # what training added to the process, under the cap that stopped the search
+    grown = {p["batch_size"]: p["memory_growth_mb"] for p in probes if p["status"] == "ok"}
+    # what training added to the resident memory grows with the batch (batch 64's probe also pays one-time costs).
+    # It is not bounded by the cap: RLIMIT_AS caps new address space, and pages already mapped but not resident
+    # when a probe starts (a previous probe's freed heap) grow the resident set without new address space.
+    assert 0 < grown[128] < grown[search["max_batch_size"]]
     for probe in probes:  # each probe is a recorded point of its own
         metrics = read_metrics(tmp_path / str(probe["job"]))
         assert metrics["batch_size"] == probe["batch_size"] and metrics["status"] == probe["status"]

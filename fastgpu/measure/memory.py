@@ -61,7 +61,8 @@ def _peak_rss_mb() -> float:
 def peak_memory(device: torch.device) -> dict:
     """Peak memory since reset_peak_memory: RSS, and on CUDA the caching allocator's allocated and reserved bytes."""
     peak_rss = _peak_rss_mb()
-    # what training added to the process (trainer.memory_limit_mb caps this on CPU): comparable across launchers
+    # what training added to the resident memory, comparable across launchers. On CPU trainer.memory_limit_mb caps
+    # new address space, not this: reusing pages mapped but not resident at the start grows it without new mappings
     stats = {"peak_rss_mb": peak_rss, "rss_growth_mb": max(peak_rss - _window_start_rss_mb, 0.0)}
     if device.type == "cuda":
         stats["peak_mem_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -47,9 +47,7 @@ def max_batch_section(ledger) -> list:
             answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
         cap, grown = search.get("memory_limit_mb"), [p.get("memory_growth_mb") or 0 for p in search["probes"]]
         if cap and not search.get("smallest_oom"):
-            answer += (
-                f"; memory never limited it: the most a probe added was {max(grown):,.0f} MB of the {cap:,.0f} MB cap"
-            )
+            answer += f"; memory never limited it (cap {cap:,.0f} MB): the most a probe added was {max(grown):,.0f} MB"
         lines += [f"`{setting}`: {answer}", "", "| batch | status | samples/s | peak MB |", "|---|---|---|---|"]
         for p in sorted(search["probes"], key=lambda p: p["batch_size"]):
             speed = f"{p['throughput']:,.0f}" if p.get("throughput") else "-"
