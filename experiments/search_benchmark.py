@@ -17,6 +17,7 @@ estimate.
 """
 
 import argparse
+import csv
 import json
 import re
 import subprocess
@@ -70,8 +71,6 @@ COMMON = [
 
 def final_rows(sweep_dir: Path) -> dict:
     """The sweep's finished settings (name -> speed-up, its interval, repeats), from its results.csv."""
-    import csv
-
     with open(sweep_dir / "results.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok" and r["speedup"]]
     return {
@@ -107,21 +106,14 @@ def sweep(space: list, extra: list, sweep_dir: Path) -> dict:
 def overlaps(grid: dict, halving: dict) -> dict:
     """Each setting both sweeps trained to the end, less the baseline (1x by definition): whether its two
     speed-up intervals overlap."""
-    both = sorted(set(grid) & set(halving))
-    return {
-        name: {
-            "grid": grid[name]["interval"],
-            "halving": halving[name]["interval"],
-            "overlap": _overlap(grid, halving, name),
-        }
-        for name in both
-        if grid[name]["speedup"] != 1.0 or halving[name]["speedup"] != 1.0
-    }
-
-
-def _overlap(grid: dict, halving: dict, name: str) -> bool:
-    (a_low, a_high), (b_low, b_high) = grid[name]["interval"], halving[name]["interval"]
-    return a_low <= b_high and b_low <= a_high
+    pairs = {}
+    for name in sorted(set(grid) & set(halving)):
+        if grid[name]["speedup"] == 1.0 and halving[name]["speedup"] == 1.0:
+            continue
+        (a_low, a_high), (b_low, b_high) = grid[name]["interval"], halving[name]["interval"]
+        overlap = a_low <= b_high and b_low <= a_high
+        pairs[name] = {"grid": [a_low, a_high], "halving": [b_low, b_high], "overlap": overlap}
+    return pairs
 
 
 def main() -> int:

@@ -80,13 +80,14 @@ class HalvingSweeper(AdaptiveSweeper):
                 keep = max(self.final_points, math.ceil(len(contenders) / self.eta))
             ranked = sorted((p for p in contenders if speed(p) > -math.inf), key=speed, reverse=True)
             winners = {p["grid_index"] for p in ranked[:keep]}
+            alive = sorted(
+                p["grid_index"] for p in points if p["status"] == "ok" and p["grid_index"] in winners | {baseline}
+            )
             for point in points:
-                promoted = point["grid_index"] in winners or point["grid_index"] == baseline
-                decision = "promoted" if promoted and point["status"] == "ok" else "stopped_early"
+                decision = "promoted" if point["grid_index"] in alive else "stopped_early"
                 for result in point["runs"]:
                     result["decision"] = decision
             self.write_ledger(self.ledger(grid, baseline, rungs))  # a sweep stopped here resumes from its points
-            alive = sorted(p["grid_index"] for p in points if p["runs"][0]["decision"] == "promoted")
             if not alive:  # nothing finished this rung: nothing to train further
                 break
             budget *= self.eta
