@@ -254,3 +254,15 @@ def test_plots_labels_never_overlap_and_a_one_point_front_draws_no_legend_entry(
     assert "Pareto front" not in labels  # bf16-cl beats every other point: a front of one is no front
     curves = curves_figure(collect_points(tmp_path))
     assert all(ax.lines and ax.get_legend() is not None for ax in curves.axes)  # a legend on every panel
+
+
+def test_the_throughput_axis_mentions_interval_bars_only_when_it_draws_them(tmp_path):
+    write_point(tmp_path, 0, "fp32", noisy_rates(1000.0, seed=1))
+    write_point(tmp_path, 1, "bf16", noisy_rates(1200.0, seed=2))
+    rows = build_report(tmp_path)["rows"]
+    assert all(r["throughput_ci_low"] is None for r in rows)  # one run each, no interval written: nothing to draw
+    bare = throughput_figure(rows, "accuracy", "validation accuracy").axes[0]
+    assert not bare.containers and "bars" not in bare.get_xlabel()
+    rows[0].update(throughput_ci_low=0.9 * rows[0]["throughput"], throughput_ci_high=1.1 * rows[0]["throughput"])
+    drawn = throughput_figure(rows, "accuracy", "validation accuracy").axes[0]
+    assert len(drawn.containers) == 1 and "bars: 95% interval" in drawn.get_xlabel()

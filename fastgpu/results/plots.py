@@ -44,11 +44,13 @@ def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True):
     plt = _pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r.get(y) is not None]
     fig, ax = plt.subplots(figsize=(9, 5))
+    bars = False
     for number, r in enumerate(ok, 1):
         low, high = r.get("throughput_ci_low"), r.get("throughput_ci_high")
         xerr = [[r["throughput"] - low], [high - r["throughput"]]] if low is not None and high is not None else None
         color = f"C{(number - 1) % 10}"
         if xerr is not None:
+            bars = True
             ax.errorbar(r["throughput"], r[y], xerr=xerr, fmt="none", ecolor=color, capsize=3, alpha=0.7)
         label = f"{number}. {r['name']}" + (" (baseline)" if r["baseline"] else "")
         ax.scatter(r["throughput"], r[y], marker=f"${number}$", s=140, color=color, label=label, zorder=3)
@@ -56,7 +58,7 @@ def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True):
     if len(front) >= 2:
         ax.plot([r["throughput"] for r in front], [r[y] for r in front], "--", color="gray", label="Pareto front")
     ax.set(
-        xlabel=f"throughput ({unit_of(rows)}/s, median; bars: 95% interval)",
+        xlabel=f"throughput ({unit_of(rows)}/s, median{'; bars: 95% interval' if bars else ''})",
         ylabel=ylabel,
         title=f"Throughput vs {ylabel}",
     )
