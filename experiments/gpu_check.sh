@@ -7,6 +7,9 @@
 #   3. the plain loop (experiments/plain_loop.py) on the same settings, in the same call;
 #   3b. GPT points: FastGPU's nanoGPT-shaped decoder (GPT-2 small shape, block 1024) on the shipped text, bf16 /
 #      bf16 + compile / fp8 + compile, beside a plain nanoGPT-style loop of the same settings (tokens/s);
+#   3c. a real default sweep (the isolated launcher: points forked by its fork server) of a user's model whose module
+#      asks CUDA at import (experiments/user_model/cudanet.py), 4 points, two of them parallel=ddp with one process:
+#      every point must train on the device from a process that can use CUDA;
 #   4. the sweep report, then experiments/gpu_verdict.py: verdict.json / verdict.md, exit 1 on a failed check.
 # Each FastGPU point is its own process with its own time limit; a failed or timed-out point is a row.
 #
@@ -129,6 +132,17 @@ timeout 300 "$PYTHON" experiments/plain_loop.py --device "$DEVICE" "${GPT_PLAIN[
   || say "plain GPT loop failed: $(tail -n 1 "$LOG")"
 "$PYTHON" -m fastgpu.results.report "$GPT_SWEEP" >> "$LOG" 2>&1
 
+FORK_SWEEP="$RESULTS_DIR/sweep_fork"
+rm -rf "$FORK_SWEEP"
+say "default sweep of a model module that asks CUDA at import: 4 points, 2 of them ddp"
+# shellcheck disable=SC2016
+PYTHONPATH="$PWD/experiments/user_model${PYTHONPATH:+:$PYTHONPATH}" timeout --signal=TERM --kill-after=15 \
+    "$((POINT_TIMEOUT * 2))" "$PYTHON" -m fastgpu -m model=custom model._target_=cudanet.net +model.features=16 \
+    '+model.num_classes=${data.num_classes}' data=custom data._target_=cudanet.blobs data.num_classes=4 \
+    trainer.device="$DEVICE" parallel=none,ddp parallel.nproc_per_node=1 trainer.seed=0,1 trainer.epochs=2 \
+    trainer.progress_bar=false trainer.monitor_interval_s=0.2 inference.benchmark=false 'export=[]' \
+    "hydra.sweep.dir=$FORK_SWEEP" >> "$LOG" 2>&1 || say "the fork sweep exited $? (the verdict names the point)"
+
 say "report"
 "$PYTHON" -m fastgpu.results.report "$SWEEP_DIR" --baseline precision=fp32 2>&1 | tee -a "$LOG"
 cp "$SWEEP_DIR"/results.csv "$SWEEP_DIR"/report.md "$SWEEP_DIR"/*.png "$RESULTS_DIR"/ 2>/dev/null
@@ -140,7 +154,8 @@ if [ -n "${OVERHEAD:-}" ]; then
 fi
 
 say "verdict"
-"$PYTHON" experiments/gpu_verdict.py "$RESULTS_DIR" "${TESTS[@]}" "${VERDICT_MODE[@]}" 2>&1 | tee -a "$LOG"
+"$PYTHON" experiments/gpu_verdict.py "$RESULTS_DIR" --device "$DEVICE" "${TESTS[@]}" "${VERDICT_MODE[@]}" 2>&1 \
+  | tee -a "$LOG"
 verdict=${PIPESTATUS[0]}
 say "done: $RESULTS_DIR (verdict exit $verdict)"
 exit "$verdict"

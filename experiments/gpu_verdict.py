@@ -12,7 +12,9 @@ without failing on them):
 - the data share of device-resident data <= 5%;
 - the compile point's steady energy per sample within 20% of eager bf16 + channels_last's;
 - GPT points (sweep_gpt/, where the check ran them): every point finished, and FastGPU / the plain nanoGPT-style
-  loop >= 0.97 in tokens/s on every setting both ran.
+  loop >= 0.97 in tokens/s on every setting both ran;
+- the default sweep of a model module that asks CUDA at import (sweep_fork/, enforced on every device): every point
+  finished on `--device`, in a process that was not a bad fork, started by the fork server.
 """
 
 import argparse
@@ -180,6 +182,27 @@ def judge_gpt(points: list, plain_rows: list, speed_enforced: bool) -> tuple:
     return rows, checks
 
 
+def judge_fork_sweep(points: list, device: str) -> dict:
+    """The check of a default sweep whose model module asks CUDA at import: every point trained on `device` from a
+    clean process (torch.cuda._is_in_bad_fork() False), started by the launcher's fork server."""
+    wrong = [
+        f"point {m['point']}: {m.get('status', 'missing')} on {m.get('device')}, bad_fork={m.get('bad_fork')}, "
+        f"{m.get('point_start')} {m.get('error') or ''}".strip()
+        for m in points
+        if m.get("status") != "ok"
+        or m.get("device") != device
+        or m.get("bad_fork") is not False
+        or not str(m.get("point_start")).startswith("fork server")
+    ]
+    return {
+        "check": f"default sweep, model module asks CUDA at import: every point on {device}, no bad fork",
+        "passed": bool(points) and not wrong,
+        "enforced": True,
+        "detail": "; ".join(wrong)
+        or (f"{len(points)} points ok ({points[0]['point_start']})" if points else "no point"),
+    }
+
+
 def markdown(verdict: dict, device: str) -> str:
     lines = [
         f"# GPU check verdict: {'PASS' if verdict['passed'] else 'FAIL'} ({device})",
@@ -210,6 +233,7 @@ def main(argv=None) -> int:
     parser.add_argument("results_dir")
     parser.add_argument("--tests-exit", type=int, default=None, help="exit code of the cuda tests (absent: not run)")
     parser.add_argument("--advisory", action="store_true", help="record the speed checks without failing on them")
+    parser.add_argument("--device", default="cuda", help="the device every point must have trained on")
     args = parser.parse_args(argv)
     results = Path(args.results_dir)
     plain = json.loads((results / "plain_loop.json").read_text()) if (results / "plain_loop.json").exists() else {}
@@ -220,7 +244,9 @@ def main(argv=None) -> int:
         rows, checks = judge_gpt(load_points(results / "sweep_gpt"), gpt_rows, not args.advisory)
         verdict["rows"] += rows
         verdict["checks"] += checks
-        verdict["passed"] = all(c["passed"] for c in verdict["checks"] if c["enforced"])
+    if (results / "sweep_fork").is_dir():
+        verdict["checks"].append(judge_fork_sweep(load_points(results / "sweep_fork"), args.device))
+    verdict["passed"] = all(c["passed"] for c in verdict["checks"] if c["enforced"])
     verdict["device"] = plain.get("device", "unknown")
     (results / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
     (results / "verdict.md").write_text(markdown(verdict, verdict["device"]))

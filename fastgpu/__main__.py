@@ -20,15 +20,15 @@ from fastgpu.job.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
 from fastgpu.job.preflight import resume_config
 from fastgpu.results.naming import (
     keep_hydra_files,
-    point_name,
     point_tags,
     restore_hydra_files,
     run_name,
     sweep_group,
+    sweep_point_name,
     swept_keys,
     task_overrides,
 )
-from fastgpu.results.rundirs import discard_unused_run_dir, pop_command_keys
+from fastgpu.results.rundirs import discard_unused_run_dir, pop_command_keys, sweep_resume_hint
 from fastgpu.results.store import point_metrics
 from fastgpu.results.summary import format_summary
 from fastgpu.sweep.registry import register_sweep_configs
@@ -77,11 +77,7 @@ def run_point(cfg, hydra_cfg) -> dict:
         if multirun:
             print(f"{line} [{out_dir}]", file=sys.stderr)
             if failure.record["status"] == "interrupted":  # Ctrl-C or kill stops the sweep, not only this point
-                print(
-                    f"fastgpu: the sweep stopped at {out_dir}; continue it with the same command and "
-                    f"hydra.sweep.dir={hydra_cfg.sweep.dir} +resume=true",
-                    file=sys.stderr,
-                )
+                print(sweep_resume_hint(out_dir, hydra_cfg.sweep.dir), file=sys.stderr)
                 sys.exit(130)
             return failure.record
         if failure.record["status"] != "failed" or isinstance(failure.__cause__, FastGPUError):
@@ -117,8 +113,10 @@ def name_sweep_point(cfg, hydra_cfg) -> None:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     wandb_cfg = cfg.logger.wandb
     wandb_cfg.group = wandb_cfg.group or sweep_group(sweep_dir, experiment)
-    wandb_cfg.name = wandb_cfg.name or point_name(overrides, keys)
-    if cfg.trainer.get("repeats", 1) > 1:  # the runs of one setting: told apart by their round, pooled in the report
+    repeats = cfg.trainer.get("repeats", 1)  # the runs of one setting: told apart by their round, pooled in the report
+    if wandb_cfg.name is None:
+        wandb_cfg.name = sweep_point_name(hydra_cfg, repeats, cfg.trainer.get("repeat", 0))
+    elif repeats > 1:
         wandb_cfg.name = f"{wandb_cfg.name}-r{cfg.trainer.repeat}"
     wandb_cfg.tags = list(wandb_cfg.tags) + point_tags(overrides, keys) + ([experiment] if experiment else [])
     if wandb_cfg.job_type == "train":

@@ -1,6 +1,7 @@
 """The one way FastGPU replaces a file: write beside it, then rename over it."""
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -25,3 +26,18 @@ def atomic_write(path: Path, content: Union[str, bytes, Callable[[Path], None]],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def disk_of(path) -> tuple:
+    """(the mount point holding `path`, its free bytes): for messages about a full disk."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    mount = path
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return mount, shutil.disk_usage(path).free
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"

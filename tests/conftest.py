@@ -34,6 +34,7 @@ LONGEST_FIRST = (
     "test_compression.py",
     "test_train.py",
     "test_faults.py",
+    "test_isolation.py",
     "test_comparison.py",
     "test_your_model.py",
     "test_search_tools.py",

@@ -320,6 +320,37 @@ find {mount}/run -name '*.tmp' > {tmp_path}/tmp_files.txt
     assert (tmp_path / "tmp_files.txt").read_text() == ""
 
 
+def test_a_disk_that_fills_during_a_checkpoint_is_one_line_with_the_last_good_state_and_a_failed_record(
+    interrupted_run, tmp_path
+):
+    """The disk has room for two checkpoints and not the third (a checkpoint every 5 steps)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    checkpoint_kb = (interrupted_run[0] / "checkpoint.pt").stat().st_size // 1024
+    script = f"""set -e
+mount -t tmpfs -o size={checkpoint_kb * 5 // 2 + 64}k tmpfs {mount}
+set +e
+{sys.executable} -m fastgpu {" ".join(SLOW)} hydra.run.dir={mount}/run 2> {tmp_path}/stderr.txt
+echo $? > {tmp_path}/rc.txt
+cp -a {mount}/run {tmp_path}/after
+"""
+    done = _in_mount_namespace(script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = subprocess.CompletedProcess(
+        [], int((tmp_path / "rc.txt").read_text()), "", (tmp_path / "stderr.txt").read_text()
+    )
+    line = assert_refused(result, "checkpoint.pt: No space left on device", f"the disk at {mount} has")
+    assert "this write needs about 0.6 MB" in line, line  # the state's size: a 77k-parameter CNN and its momentum
+    after = tmp_path / "after"
+    import torch
+
+    steps = [torch.load(after / name, weights_only=False)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")]
+    assert steps == [10, 5]  # the last good state and the one before it, both whole
+    record = read_metrics(after)
+    assert record["status"] == "failed" and record["error"] == line.removeprefix("fastgpu: error: ")
+    assert_no_temporary_files(after)
+
+
 def test_a_read_only_run_dir_is_one_line_and_keeps_the_previous_state(interrupted_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(interrupted_run[0], run_dir)

@@ -71,3 +71,17 @@ def test_failed_cuda_tests_fail_it_and_the_cpu_fallback_only_advises_on_speed():
     assert not judge(*points_and_plain(), tests_exit=1, speed_enforced=True)["passed"]
     advisory = judge(*points_and_plain(**{"1__throughput": 4000}), tests_exit=0, speed_enforced=False)
     assert advisory["passed"] and "FastGPU / plain >= 0.97" in failed(advisory)
+
+
+def test_the_fork_sweep_check_fails_on_a_bad_fork_a_cpu_point_or_a_killed_point():
+    from gpu_verdict import judge_fork_sweep
+
+    def point(i, **changes):
+        start = "fork server (forked from the sweep's process)"
+        return {"point": i, "status": "ok", "device": "cuda", "bad_fork": False, "point_start": start, **changes}
+
+    assert judge_fork_sweep([point(i) for i in range(4)], "cuda")["passed"]
+    for wrong in ({"bad_fork": True}, {"device": "cpu"}, {"status": "killed", "error": "killed by SIGKILL"}):
+        check = judge_fork_sweep([point(0), point(1, **wrong)], "cuda")
+        assert not check["passed"] and check["enforced"] and check["detail"].startswith("point 1:")
+    assert not judge_fork_sweep([], "cuda")["passed"]  # no sweep ran: nothing was checked

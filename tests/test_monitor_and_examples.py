@@ -134,3 +134,9 @@ def test_gpu_check_script_cpu_fallback(tmp_path):
     gpt = json.loads((tmp_path / "sweep_gpt" / "0" / "metrics.json").read_text())
     assert gpt["throughput_unit"] == "tokens" and gpt["status"] == "ok"
     assert {c["check"] for c in verdict["checks"] if not c["enforced"]} >= {"FastGPU / plain >= 0.97"}
+    # the default sweep of a module that asks CUDA at import: 4 points (2 ddp), every one from a clean fork
+    fork_check = next(c for c in verdict["checks"] if c["check"].startswith("default sweep, model module asks CUDA"))
+    assert fork_check["passed"] and fork_check["enforced"], fork_check
+    fork_points = [json.loads((tmp_path / "sweep_fork" / str(p) / "metrics.json").read_text()) for p in range(4)]
+    assert [m["parallel_requested"] for m in fork_points].count("ddp") == 2
+    assert all(m["bad_fork"] is False and m["device"] == "cpu" for m in fork_points)

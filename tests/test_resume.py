@@ -41,7 +41,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     save_checkpoint(path, {"step": 1})
 
     def crash(obj, f, *a, **k):
-        open(f, "wb").write(b"half a file")
+        f.write(b"half a file")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(torch, "save", crash)

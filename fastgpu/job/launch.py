@@ -15,9 +15,10 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from fastgpu.errors import FastGPUError, first_line
+from fastgpu.files import disk_of, size_text
 from fastgpu.job.preflight import check_run_dir
 from fastgpu.results.rundirs import DirLock
-from fastgpu.results.store import CONFIG_FILE, METRICS_FILE, read_metrics, write_metrics
+from fastgpu.results.store import CONFIG_FILE, METRICS_FILE, add_failure, read_metrics
 from fastgpu.train.distributed import DistEnv, external_launcher_env, free_port
 from fastgpu.train.signals import PreemptionWatch
 
@@ -69,14 +70,20 @@ def _oom_message(cfg) -> str:
     )
 
 
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 
 
 def storage_error(exc: OSError, out_dir: Path) -> FastGPUError:
-    """A write the disk refused (full, read-only, not permitted) as one line naming the file and the fix."""
+    """A write the disk refused (full, read-only, not permitted, failing) as one line naming the file, the disk, the
+    space the write needs where that is known, and the fix."""
     where = exc.filename or out_dir
+    mount, free = disk_of(where)
+    room = f"the disk at {mount} has {size_text(free)} free"
+    needed = getattr(exc, "needed_bytes", None)
+    if needed:
+        room += f" and this write needs about {size_text(needed)}"
     return FastGPUError(
-        f"cannot write {where}: {exc.strerror or exc}; free disk space or make {out_dir} writable "
+        f"cannot write {where}: {exc.strerror or exc} ({room}); free disk space or make {out_dir} writable "
         "(what was written before is intact), then run again"
     )
 
@@ -151,8 +158,7 @@ def _record_failure(out_dir: Path, cfg, record: dict) -> None:
     """Add the failure to metrics.json, keeping what the run recorded before it failed (e.g. training results
     when compression failed). Where the disk refuses even that, the one-line error on stderr is the record."""
     try:
-        earlier = read_metrics(out_dir) if (out_dir / METRICS_FILE).exists() else {}
-        write_metrics(out_dir, {**earlier, **record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
+        add_failure(out_dir, {**record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
     except OSError:
         pass
 

@@ -1,6 +1,7 @@
 """One rank's run, top to bottom: build -> resume -> fit -> measure -> checkpoint -> finalize -> metrics.json."""
 
 import math
+import os
 import platform
 import socket
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fastgpu.measure.meter import RunMeter
 from fastgpu.measure.monitor import ResourceMonitor
 from fastgpu.measure.profiling import StepProfiler
 from fastgpu.measure.reduce import all_reduce
+from fastgpu.results.rundirs import POINT_START_ENV
 from fastgpu.results.store import write_metrics
 from fastgpu.train.checkpoint import Progress
 from fastgpu.train.device import resolve_device, seed_everything, set_cpu_threads
@@ -281,6 +283,9 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         "parallel": job.parallel,
         "parallel_requested": cfg.parallel.strategy,
         "wandb_run_id": p.wandb_id,
+        # a process forked after CUDA was asked anything cannot use CUDA (fastgpu/sweep/isolation/forks.py)
+        "bad_fork": torch.cuda._is_in_bad_fork(),
+        "point_start": os.environ.get(POINT_START_ENV),  # how a sweep point's process started (None: not a point)
         "torch_version": torch.__version__,
         "fastgpu_version": fastgpu.__version__,
     }

@@ -65,6 +65,12 @@ def point_name(overrides: list, keys: list) -> str:
     return "-".join(parts) or "baseline"
 
 
+def sweep_point_name(hydra_cfg, repeats: int = 1, repeat: int = 0) -> str:
+    """A sweep point's name from its swept values; the runs of one repeated setting told apart by their round."""
+    name = point_name(task_overrides(hydra_cfg), swept_keys(hydra_cfg.sweep.dir))
+    return f"{name}-r{repeat}" if repeats > 1 else name
+
+
 def point_tags(overrides: list, keys: list) -> list:
     values = {_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
     return [f"{SHORT_KEYS.get(k, k)}={values[k]}"[:64] for k in keys if k in values]

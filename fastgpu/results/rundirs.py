@@ -17,6 +17,7 @@ from fastgpu.results.store import point_metrics
 
 LOCK_FILE = ".fastgpu.lock"
 SWEEP_FILE = "multirun.yaml"  # Hydra writes it when a sweep starts: its presence means a sweep was here
+POINT_START_ENV = "FASTGPU_POINT_START"  # how a sweep point's process started, set by the launcher that started it
 
 
 def _holder() -> dict:
@@ -52,6 +53,23 @@ def read_holder(directory: Path):
     except (OSError, ValueError):
         return None
     return holder if _alive(holder) else None
+
+
+def remove_lock_of(directory: Path, pid) -> None:
+    """Remove `directory`'s lock if the process `pid` (which has ended) held it."""
+    try:
+        holder = json.loads((Path(directory) / LOCK_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if pid is not None and holder.get("pid") == pid and holder.get("host") == socket.gethostname():
+        (Path(directory) / LOCK_FILE).unlink(missing_ok=True)
+
+
+def sweep_resume_hint(point_dir, sweep_dir) -> str:
+    return (
+        f"fastgpu: the sweep stopped at {point_dir}; continue it with the same command and "
+        f"hydra.sweep.dir={sweep_dir} +resume=true"
+    )
 
 
 def in_use_error(directory: Path, holder: dict, key: str) -> FastGPUError:

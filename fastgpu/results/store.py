@@ -26,6 +26,15 @@ def write_metrics(out_dir: Path, metrics: dict) -> None:
     atomic_write(Path(out_dir) / METRICS_FILE, json.dumps(clean, indent=2) + "\n")
 
 
+def add_failure(out_dir: Path, record: dict) -> None:
+    """Write a failure into metrics.json, keeping what the run recorded before it failed (e.g. training results when
+    compression failed, or the results of a point killed during its export)."""
+    earlier = point_metrics(out_dir)
+    if earlier.get("status") == UNREADABLE:
+        earlier = {}
+    write_metrics(out_dir, {**earlier, **record})
+
+
 def read_metrics(out_dir: Path) -> dict:
     return json.loads((Path(out_dir) / METRICS_FILE).read_text())
 

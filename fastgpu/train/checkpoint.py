@@ -5,6 +5,8 @@ grad scaler, RNG states, the position in the data order, the measurements so far
 lines were written, and the W&B run id (so the resumed run continues the same W&B run).
 """
 
+import errno
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from fastgpu.errors import FastGPUError, described
-from fastgpu.files import atomic_write
+from fastgpu.files import atomic_write, disk_of
 from fastgpu.results.store import PREVIOUS_CHECKPOINT_FILE
 
 
@@ -53,7 +55,33 @@ def restore_rng(state: dict) -> None:
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint, and a failed
     write (disk full, read-only) leaves no temporary file. The state it replaces is kept as checkpoint.prev.pt."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp), keep_as=path.with_name(PREVIOUS_CHECKPOINT_FILE))
+    try:
+        atomic_write(path, lambda tmp: _save(state, tmp), keep_as=path.with_name(PREVIOUS_CHECKPOINT_FILE))
+    except RuntimeError as exc:  # torch's zip writer reports a full disk as "unexpected pos N vs M"
+        needed = state_bytes(state)
+        if disk_of(path.parent)[1] >= needed:
+            raise
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        full.needed_bytes = needed
+        raise full from exc
+
+
+def _save(state: dict, tmp: Path) -> None:
+    # a file we close ourselves: a failed write frees its space at once (torch's own file stays open until its writer
+    # is collected, and the metrics.json that records the failure would not fit)
+    with open(tmp, "wb") as file:
+        torch.save(state, file)
+
+
+def state_bytes(state) -> int:
+    """The bytes of the tensors in a (nested) state: about what its checkpoint file needs."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 def load_checkpoint(path: Path) -> dict:

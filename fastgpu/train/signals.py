@@ -1,15 +1,17 @@
-"""Preemption signals (Slurm's pre-timeout and preemption signals, a kill, Ctrl-C) as a flag the loop reads."""
+"""Preemption signals (Slurm's pre-timeout and preemption signals, a kill, Ctrl-C, a closed terminal) as a flag the
+loop reads."""
 
 import signal
 
-PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+# SIGHUP: the terminal or ssh session closed; SIGQUIT: Ctrl-\. Both would end the run without its state otherwise.
+PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
 class PreemptionWatch:
-    """`with PreemptionWatch() as watch:` turns SIGUSR1, SIGUSR2, SIGTERM and SIGINT (Slurm's pre-timeout and
-    preemption signals, a kill, Ctrl-C) into a flag the train loop reads once per step. On leaving the block the
-    previous handlers are back; after the run saved its state, `hand_on()` calls the one that handled the
-    received signal before (submitit requeues the job there)."""
+    """`with PreemptionWatch() as watch:` turns SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP and SIGQUIT (Slurm's
+    pre-timeout and preemption signals, a kill, Ctrl-C, a closed terminal, Ctrl-backslash) into a flag the train loop
+    reads once per step. On leaving the block the previous handlers are back; after the run saved its state,
+    `hand_on()` calls the one that handled the received signal before (submitit requeues the job there)."""
 
     def __init__(self, on_signal=None):
         self.signum = None
