@@ -38,6 +38,7 @@ class PointServer:
         else:
             started = f"fork server in a fresh interpreter (the sweep's process {why})"
         init = {**init, "started": started, "warm_packages": () if cold_because else ALLOWED + tuple(extra_packages)}
+        sweep_pid = os.getpid()  # before the fork: a server whose sweep died meanwhile must not run
         if clean:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -47,14 +48,12 @@ class PointServer:
                 os.close(replies_read)
                 from fastgpu.sweep.isolation.server import serve
 
-                serve(
-                    Connection(requests_read, writable=False), Connection(replies_write, readable=False), os.getppid()
-                )
+                serve(Connection(requests_read, writable=False), Connection(replies_write, readable=False), sweep_pid)
             self.process = None
         else:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fastgpu.sweep.isolation.server"]
-                + [str(requests_read), str(replies_write), str(os.getpid())],
+                + [str(requests_read), str(replies_write), str(sweep_pid)],
                 pass_fds=(requests_read, replies_write),
             )
             pid = self.process.pid

@@ -75,20 +75,22 @@ class IsolatedLauncher(BasicLauncher):
             print(sweep_resume_hint(out_dir, config.hydra.sweep.dir), file=sys.stderr)
             sys.exit(130)
         ended, payload, oom_killed = self._run(config, idx, relay)
-        if payload is not None:
+        if payload is None:  # killed, or its server died under it: how it ended is the record
+            record = self._ending(ended, config, oom_killed)
+        else:
             kind, value, imported = payload
             self._imported.update(dict.fromkeys(imported))
             if kind == "exit":  # the point ended the sweep (stopped by a signal, having said how to resume)
                 sys.exit(value)
+            if kind == "ok" and not relay.stop_requested:
+                return value
             record = value if kind == "error" else None
-        else:
-            record = self._ending(ended, config, oom_killed)
         if record is not None:
             record = self._record_failure(out_dir, config, overrides, record, ended.pid)
         if relay.stop_requested:  # it ended without seeing the signal: the sweep stops all the same
             print(sweep_resume_hint(out_dir, config.hydra.sweep.dir), file=sys.stderr)
             sys.exit(130)
-        return value if record is None else job_return(overrides, config, out_dir, record)
+        return job_return(overrides, config, out_dir, record)
 
     def _run(self, config, idx: int, relay: SignalRelay) -> tuple:
         import cloudpickle

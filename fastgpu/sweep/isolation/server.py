@@ -69,13 +69,14 @@ def _serve_points(init: dict, requests: Connection, replies: Connection) -> None
             return
         sys.stdout.flush()
         sys.stderr.flush()
+        server_pid = os.getpid()  # before the fork: a point whose server died meanwhile must not run
         pid = os.fork()
         if pid == 0:
             requests.close()
             replies.close()
             from fastgpu.sweep.isolation.point import run_point
 
-            run_point(init, pickle.loads(config_blob), Path(payload_path), os.getppid())
+            run_point(init, pickle.loads(config_blob), Path(payload_path), server_pid)
         replies.send(("started", pid))
         _, status, usage = os.wait4(pid, 0)
         left = end_children(LEFTOVER_GRACE_S)
