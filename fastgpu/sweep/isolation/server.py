@@ -10,6 +10,7 @@ peak RSS bytes, leftover process names), or ('tainted', why) when its own import
 """
 
 import atexit
+import gc
 import os
 import signal
 import sys
@@ -69,6 +70,7 @@ def _serve_points(init: dict, requests: Connection, replies: Connection) -> None
             return
         sys.stdout.flush()
         sys.stderr.flush()
+        gc.freeze()  # what the server holds stays out of the point's collections: its pages are not copied on write
         server_pid = os.getpid()  # before the fork: a point whose server died meanwhile must not run
         pid = os.fork()
         if pid == 0:
