@@ -77,13 +77,15 @@ def storage_error(exc: OSError, out_dir: Path) -> FastGPUError:
     """A write the disk refused (full, read-only, not permitted, failing) as one line naming the file, the disk, the
     space the write needs where that is known, and the fix."""
     where = exc.filename or out_dir
-    mount, free = disk_of(where)
-    room = f"the disk at {mount} has {size_text(free)} free"
+    try:
+        mount, free = disk_of(where)
+        room = f" (the disk at {mount} has {size_text(free)} free"
+    except OSError:  # a failing disk may not even say how full it is
+        room = " (the disk's free space is unknown"
     needed = getattr(exc, "needed_bytes", None)
-    if needed:
-        room += f" and this write needs about {size_text(needed)}"
+    room += f" and this write needs about {size_text(needed)})" if needed else ")"
     return FastGPUError(
-        f"cannot write {where}: {exc.strerror or exc} ({room}); free disk space or make {out_dir} writable "
+        f"cannot write {where}: {exc.strerror or exc}{room}; free disk space or make {out_dir} writable "
         "(what was written before is intact), then run again"
     )
 
