@@ -62,6 +62,7 @@ class TrainerConfig:
     eval_every_n_epochs: int = 1
     target_accuracy: float = 0.95  # for time-to-accuracy
     progress_bar: bool = True
+    preflight_batch: bool = True  # before anything is written: the model on the data's first 2 samples, on the CPU
     checkpoint: bool = True  # keep the final checkpoint.pt
     checkpoint_every_n_steps: int = 0  # full training state every N steps (0: only on preemption signals)
     deterministic: bool = False

@@ -46,6 +46,9 @@ def check_before_writing(cfg) -> None:
             "(python -m fastgpu -m ... trainer.repeats=3)"
         )
     check_data(cfg)
+    from fastgpu.job.fit_check import check_one_batch
+
+    check_one_batch(cfg)  # the model and the data on one batch: a misfit is one line before anything is written
     from fastgpu.train.distributed import external_launcher_env
 
     external_launcher_env()  # a multi-task Slurm job started without srun is refused here

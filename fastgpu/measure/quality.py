@@ -11,14 +11,25 @@ from fastgpu.measure.reduce import all_reduce_tensor
 
 
 def logits_of(output) -> torch.Tensor:
-    """The logits in a model's output: the tensor itself, a tuple's first element, or `.logits`."""
+    """The logits in a model's output: the tensor itself, a tuple's first element, a dict's 'logits', or `.logits`
+    (Hugging Face's ModelOutput)."""
     if isinstance(output, torch.Tensor):
         return output
     if hasattr(output, "logits"):
         return output.logits
-    if isinstance(output, (tuple, list)):
+    if isinstance(output, dict):
+        if "logits" in output:
+            return output["logits"]
+        raise TypeError(
+            f"the model returned a dict with keys {sorted(map(str, output))} and no 'logits'; return logits, a tuple "
+            "starting with them, or a dict with 'logits'"
+        )
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"the model returned a {type(output).__name__}; return logits, a tuple, or an object with .logits")
+    raise TypeError(
+        f"the model returned a {type(output).__name__}; return logits, a tuple starting with them, or a dict with "
+        "'logits'"
+    )
 
 
 class ClassificationMetrics:
