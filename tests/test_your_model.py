@@ -46,6 +46,17 @@ USER_PACKAGE = {
                 return self.head(self.body(x))
 
 
+        class DictNet(Net):
+            """Net whose forward returns a dict, as Hugging Face models and many users' do."""
+
+            def __init__(self, features: int, num_classes: int, key: str = "logits"):
+                super().__init__(features, num_classes)
+                self.key = key
+
+            def forward(self, x):
+                return {self.key: super().forward(x), "hidden": x}
+
+
         def _blobs(num_classes, features, n, seed):
             g = torch.Generator().manual_seed(seed)
             y = torch.randint(0, num_classes, (n,), generator=g)
@@ -165,6 +176,44 @@ def test_what_does_not_fit_is_one_line(user_package, tmp_path):
     with pytest.raises(RunFailed, match=r"a batch is a dict with keys \['features', 'label'\] but has no 'input'"):
         launch(compose_cfg(*_custom("mypkg.nets.samples"), "trainer.max_steps=2", *QUICK), tmp_path / "keys")
     assert read_metrics(tmp_path / "keys")["error"].startswith("a batch is a dict")
+
+
+MISFITS = {  # overrides on top of the user's model and data -> words the one line must hold
+    "shape": (
+        ["model.features=20", *DICT_KEYS],
+        ["does not fit data._target_=mypkg.nets.samples", "[2, 6]", "model.features=20"],
+    ),
+    "dict-without-logits": (
+        ["model._target_=mypkg.nets.DictNet", "+model.key=out", *DICT_KEYS],
+        ["dict with keys ['hidden', 'out'] and no 'logits'"],
+    ),
+    "class-count": (["model.num_classes=5", *DICT_KEYS], ["returns 5 classes but data.num_classes=3"]),
+    "wrong-dict-keys": ([], ["a batch is a dict with keys ['features', 'label'] but has no 'input'", "task.input_key"]),
+    "task-and-model": (["task=language_model", *DICT_KEYS], ["task=language_model needs logits of shape (batch, time"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISFITS))
+def test_a_model_that_does_not_fit_is_one_line_before_anything_is_written(case, user_package, tmp_path, cli_in_process):
+    overrides, words = MISFITS[case]
+    run_dir = tmp_path / "run"
+    args = [*_custom("mypkg.nets.samples"), *overrides, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"]
+    result = cli_in_process(*args, cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("fastgpu: error: "), result.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+    assert not run_dir.exists() and not list(tmp_path.rglob("offline-run-*"))  # no run dir, no W&B run
+
+
+def test_the_check_is_what_caught_it_and_a_dict_with_logits_trains(user_package, tmp_path, cli_in_process):
+    misfit = [*_custom("mypkg.nets.samples"), "model.features=20", *DICT_KEYS, *QUICK]
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):  # without the check: mid-run
+        cli_in_process(*misfit, "trainer.preflight_batch=false", f"hydra.run.dir={tmp_path / 'late'}")
+    assert read_metrics(tmp_path / "late")["status"] == "failed"  # after its run dir was written
+    cfg = compose_cfg(*_custom("mypkg.nets.samples", *DICT_KEYS), "model._target_=mypkg.nets.DictNet", *QUICK)
+    check_before_writing(cfg)
+    metrics = launch(cfg, tmp_path / "dict")
+    assert metrics["status"] == "ok" and metrics["accuracy"] > 0.9
 
 
 @pytest.mark.slow
