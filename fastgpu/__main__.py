@@ -141,11 +141,12 @@ def config_error_line(exc: Exception) -> str:
         names = [f.name for f in dataclasses.fields(object_type)]
     elif isinstance(getattr(cause, "parent_node", None), DictConfig):  # a component's own keys (model, data, ...)
         names = [str(name) for name in cause.parent_node.keys()]
+    close = []
     if key and names:
         close = difflib.get_close_matches(str(key), names, n=1) if key not in names else []
         if close:
             detail += f" (did you mean '{close[0]}'?)"
-    hint = re.search(r"use (\+\S+)", text)
+    hint = re.search(r"use (\+\S+)", text) if not close else None  # a typo wants its fix, not a new key
     return "; ".join(filter(None, [line, detail, f"to add a new key use {hint.group(1)}" if hint else ""]))
 
 

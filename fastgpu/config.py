@@ -61,6 +61,7 @@ class TrainerConfig:
     log_every_n_steps: int = 25
     eval_every_n_epochs: int = 1
     target_accuracy: float = 0.95  # for time-to-accuracy
+    target_perplexity: Optional[float] = None  # a language model's time-to-target (its accuracy target is not used)
     progress_bar: bool = True
     preflight_batch: bool = True  # before anything is written: the model on the data's first 2 samples, on the CPU
     checkpoint: bool = True  # keep the final checkpoint.pt
@@ -254,6 +255,7 @@ RANGES = {
     "trainer.log_every_n_steps": _at_least(1),
     "trainer.eval_every_n_epochs": _at_least(1),
     "trainer.target_accuracy": _between(0, 1),
+    "trainer.target_perplexity": _at_least(1, optional=True),
     "trainer.checkpoint_every_n_steps": _at_least(0),
     "trainer.monitor_interval_s": _at_least(0),
     "trainer.sleep_ms": _at_least(0),

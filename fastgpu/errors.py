@@ -29,6 +29,10 @@ class FastGPUError(Exception):
     status = "failed"
 
 
+class BatchLargerThanData(FastGPUError):
+    """data.batch_size (x accumulation) holds more samples than a rank's training set: the max-batch search's bound."""
+
+
 class DivergedError(FastGPUError):
     status = "diverged"
 

@@ -2,6 +2,7 @@
 isolation, hardware kept apart, plots that read at a glance."""
 
 import itertools
+import json
 
 import matplotlib
 import numpy as np
@@ -266,3 +267,22 @@ def test_the_throughput_axis_mentions_interval_bars_only_when_it_draws_them(tmp_
     rows[0].update(throughput_ci_low=0.9 * rows[0]["throughput"], throughput_ci_high=1.1 * rows[0]["throughput"])
     drawn = throughput_figure(rows, "accuracy", "validation accuracy").axes[0]
     assert len(drawn.containers) == 1 and "bars: 95% interval" in drawn.get_xlabel()
+
+
+def test_the_accuracy_axis_shows_the_tolerance_every_point_and_identical_curves_apart(tmp_path):
+    for i, (name, speed, acc) in enumerate([("fp32", 1000, 0.990), ("bf16", 1000, 0.990), ("cl", 1400, 0.993)]):
+        write_point(tmp_path, i, name, noisy_rates(speed, seed=0), accuracy=acc)  # fp32 and bf16 coincide
+    rows = build_report(tmp_path)["rows"]
+    fig = throughput_figure(rows, "accuracy", "validation accuracy", tolerance=0.01)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert high - low >= 0.03 and low < 0.98  # 0.3 points do not fill the height; the tolerance line is on it
+    assert "baseline - tolerance (1 pts)" in ax.get_legend_handles_labels()[1]
+    numbers = [t for t in ax.texts if t.get_text() in ("1", "2", "3")]
+    boxes = _text_boxes(fig)  # the two coinciding points' numbers are both readable
+    assert len(numbers) == 3 and not [(a, b) for (a, x), (b, y) in itertools.combinations(boxes, 2) if x.overlaps(y)]
+    for i in range(3):  # the same loss history three times
+        history = [{"step": s, "train/loss": 1.0 / s} for s in (1, 2, 3)]
+        (tmp_path / str(i) / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    curves = curves_figure(collect_points(tmp_path)).axes[0]
+    assert len({(line.get_linestyle(), line.get_marker()) for line in curves.lines}) == 3

@@ -199,3 +199,24 @@ def test_halving_with_repeats_runs_every_point_in_shuffled_rounds_and_ranks_by_t
     assert [p["repeat"] for p in rungs[-1]["points"]].count(2) == 2
     spent = cost(rungs, grid_points=4, repeats=3)
     assert spent["steps_full_grid"] == 4 * 3 * 400 and spent["steps_spent"] == 12 * 15 + 6 * 400
+
+
+def test_a_probe_larger_than_the_training_set_bounds_the_search_and_is_no_failure(tmp_path):
+    small = ("model=mlp", "model.hidden_dims=[16]", "data=synthetic", "data.image_size=8", "data.train_samples=100")
+    result = run_cli(
+        "-m",
+        "+experiment=max_batch",
+        *small,
+        "data.val_samples=32",
+        "trainer.max_steps=2",
+        "trainer.warmup_steps=1",
+        "hydra.sweeper.start=32",
+        "hydra.sweeper.multiple=8",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # a batch the data cannot fill is the search's answer
+    (search,) = json.loads((tmp_path / "max_batch.json").read_text())["searches"]
+    assert search["max_batch_size"] == 96 and search["stopped_by"] == "training_set" and search["failure"] is None
+    assert [p["status"] for p in search["probes"]].count("beyond_data") >= 1
+    assert f"**96** ({search['smallest_oom']} holds more than the training set)" in (tmp_path / "report.md").read_text()

@@ -93,6 +93,21 @@ USER_PACKAGE = {
 
         def not_a_pair(num_classes: int):
             return samples(num_classes)[0]
+
+
+        def hf_windows(block_size: int = 64, vocab_size: int = 256, num_classes=None):
+            """data=text's windows as Hugging Face datasets have them: dicts whose labels are the input ids (the
+            model's job to shift), some of them padded with -100."""
+            from fastgpu.zoo.text import text
+
+            def dicts(windows):
+                x, y = windows.tensors
+                ids = torch.cat([x, y[:, -1:]], dim=1)  # the window and the byte after it
+                labels = ids.clone()
+                labels[::7, -3:] = -100
+                return [{"input_ids": i, "labels": l} for i, l in zip(ids, labels)]
+
+            return tuple(dicts(part) for part in text(block_size=block_size, vocab_size=vocab_size))
     ''',
     "mypkg/conf/__init__.py": "",
     "mypkg/conf/model/my_net.yaml": """
@@ -203,6 +218,76 @@ def test_a_model_that_does_not_fit_is_one_line_before_anything_is_written(case, 
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("fastgpu: error: "), result.stderr
     assert all(word in lines[0] for word in words), lines[0]
     assert not run_dir.exists() and not list(tmp_path.rglob("offline-run-*"))  # no run dir, no W&B run
+
+
+TEXT_FILES = {  # data.path's content -> words the one line must hold
+    "binary": (bytes(range(256)) * 64, ["is a binary file (it holds NUL bytes)"]),
+    "empty": (b"", ["holds 0 bytes", "need at least 1,300"]),
+    "short": (b"x" * 100, ["holds 100 bytes", "need at least 1,300", "lower data.block_size"]),
+    "latin-1": ("café au lait ".encode("latin-1") * 200, ["is not utf-8 text", "data.encoding=latin-1"]),
+}
+ZOO_MISFITS = {  # a zoo model that does not fit (on the digits: 1 x 8 x 8) -> words
+    "unknown-name": (["model=torchvision", "model.name=not_a_model"], ["is not a torchvision classification model"]),
+    "vit-on-one-channel": (
+        ["model=torchvision", "model.name=vit_b_16"],
+        ["model=timm model.name=vit_tiny_patch16_224 +model.patch_size=4"],
+    ),
+    "gpt-heads": (
+        ["task=language_model", "model=gpt", "data=text", "model.n_head=3"],
+        ["model.n_embd=128 is not divisible by model.n_head=3"],
+    ),
+    "image-size": (
+        ["model=timm", "model.name=vit_tiny_patch16_224", "+model.img_size=32", "+model.patch_size=4"],
+        ["does not fit data=digits", "[2, 1, 8, 8]", "model.img_size=32"],
+    ),
+}
+
+
+def _refused_before_writing(result, tmp_path, words):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("fastgpu: error: "), result.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+    assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("offline-run-*"))
+
+
+@pytest.mark.parametrize("case", list(TEXT_FILES))
+def test_a_text_file_that_cannot_train_is_one_line_before_anything_is_written(case, tmp_path, cli_in_process):
+    content, words = TEXT_FILES[case]
+    (tmp_path / "my.txt").write_bytes(content)
+    args = ["task=language_model", "model=gpt", "data=text", f"data.path={tmp_path / 'my.txt'}"]
+    result = cli_in_process(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    _refused_before_writing(result, tmp_path, words)
+    if case == "latin-1":  # what the line says to do
+        check_before_writing(compose_cfg(*args, "data.encoding=latin-1"))
+
+
+@pytest.mark.parametrize("case", list(ZOO_MISFITS))
+def test_a_zoo_model_that_does_not_fit_is_one_line_with_advice_that_works(case, tmp_path, cli_in_process):
+    overrides, words = ZOO_MISFITS[case]
+    result = cli_in_process(
+        *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"WANDB_MODE": "offline"}
+    )
+    _refused_before_writing(result, tmp_path, words)
+    if case == "vit-on-one-channel":  # the advice, run as written on the same data
+        advice = re.search(r"model=timm model\.name=\S+ \+model\.patch_size=\d+", result.stderr).group(0).split()
+        metrics = launch(compose_cfg(*advice, "trainer.max_steps=3", *QUICK), tmp_path / "advice")
+        assert metrics["status"] == "ok" and metrics["params"] > 5_000_000 / 2  # a real ViT-Tiny
+
+
+def test_hugging_face_style_labels_are_shifted_and_reach_the_pre_shifted_perplexity(user_package, tmp_path):
+    gpt = ("task=language_model", "model=gpt", "model.n_layer=2", "model.n_embd=64", "model.n_head=4")
+    steps = ("trainer.max_steps=120", "trainer.eval_every_n_epochs=1000", *QUICK)
+    shifted = launch(compose_cfg(*gpt, "data=text", "data.block_size=64", *steps), tmp_path / "windows")
+    hf_data = ("data=custom", "data._target_=mypkg.nets.hf_windows", "+data.block_size=64", "+data.vocab_size=256")
+    cfg = compose_cfg(*gpt, *hf_data, "data.batch_size=32", *steps)
+    check_before_writing(cfg)  # the dict batches pass the one-batch check as a language model's
+    hf = launch(cfg, tmp_path / "hf")
+    assert hf["status"] == "ok" and hf["perplexity"] < 40  # it learnt (a byte model that knew nothing: 256)
+    assert hf["perplexity"] == pytest.approx(shifted["perplexity"], rel=0.05)
+    unshifted = compose_cfg(
+        *gpt, *hf_data, "task.shift_labels=false", "model.block_size=65", *steps
+    )  # 65 ids, unshifted
+    assert launch(unshifted, tmp_path / "unshifted")["perplexity"] < 2  # it learnt to copy its input: the negative
 
 
 def test_the_check_is_what_caught_it_and_a_dict_with_logits_trains(user_package, tmp_path, cli_in_process):
@@ -345,3 +430,43 @@ def test_zoo_models_by_name_train_a_few_steps(zoo, tmp_path):
     metrics = launch(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["steps"] == 4 and metrics["params"] > 0
     assert metrics["throughput_unit"] == ("tokens" if extra == "hf" else "samples")
+
+
+def test_a_language_model_sweep_never_says_samples_or_plain_accuracy(tmp_path, monkeypatch, capsys):
+    from fastgpu.results import plots
+    from fastgpu.results.report import main as report_main
+    from fastgpu.results.summary import format_summary
+
+    sweep_dir = tmp_path / "lm"
+    tiny_gpt = ("task=language_model", "model=gpt", "data=text", "data.block_size=32", "model.n_layer=1")
+    result = run_cli(
+        "-m",
+        "hydra/sweeper=halving",
+        "hydra.sweeper.probe_steps=4",
+        *tiny_gpt,
+        "model.n_embd=32",
+        "model.n_head=2",
+        "optimizer.lr=0.01,0.02,0.03",
+        "trainer.max_steps=16",
+        "trainer.warmup_steps=2",
+        "trainer.log_every_n_steps=4",
+        *QUICK,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = []
+
+    def spy(fig, path):  # every axis label and title of the plots the report draws
+        labels.extend(text for ax in fig.axes for text in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()))
+        return real_save(fig, path)
+
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", spy)
+    assert report_main([str(sweep_dir)]) == 0
+    report, printed = (sweep_dir / "report.md").read_text(), capsys.readouterr().out
+    assert "## Successive halving" in report and "tokens/s" in report and "tokens/s" in "\n".join(labels)
+    summary = format_summary(read_metrics(sweep_dir / "0"))
+    assert "time to target perplexity (s)" in summary and "not timed: set trainer.target_perplexity" in summary
+    for name, text in {"report": report, "table": printed, "plots": "\n".join(labels), "summary": summary}.items():
+        assert "samples" not in text, (name, text)
+        assert not re.search(r"(?<!next-token )\baccuracy\b", text), (name, text)

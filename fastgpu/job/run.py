@@ -15,7 +15,7 @@ from fastgpu.components import component_name
 from fastgpu.compress.finalize import compress_and_deploy
 from fastgpu.compress.methods import training_hook
 from fastgpu.config import compile_mode
-from fastgpu.errors import FastGPUError
+from fastgpu.errors import BatchLargerThanData, FastGPUError
 from fastgpu.job.recorder import Recorder
 from fastgpu.measure.compiled import compile_record, start_compile_record
 from fastgpu.measure.flops import counted_flops_of, mfu_figures
@@ -176,7 +176,7 @@ def build(cfg, env: DistEnv) -> Job:
     batches, stream = loader_length(data.train, tcfg.max_steps)
     steps_per_epoch = batches // accumulate
     if steps_per_epoch == 0:
-        raise FastGPUError(
+        raise BatchLargerThanData(
             f"data.batch_size={cfg.data.batch_size} x trainer.accumulate_grad_batches={accumulate} is larger than "
             "the training set on each rank; lower either"
         )
@@ -252,7 +252,7 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
         **measured,
         "time_to_target_s": time_to_target if p.time_to_target is not None else None,
         "steps_to_target": p.steps_to_target,
-        "target_accuracy": cfg.trainer.target_accuracy,
+        **target_of(job),
         "val_loss": val.get("loss"),
         **{k: val.get(k) for k in ("accuracy", "precision", "recall", "f1")},
         **{k: val[k] for k in ("perplexity",) if k in val},
@@ -292,6 +292,16 @@ def summarize(job: Job, p: Progress, measured: dict) -> dict:
     if job.parallel == "ddp":
         metrics["rank_param_max_diff"] = rank_param_max_diff(job.model)
     return metrics
+
+
+def target_of(job: Job) -> dict:
+    """What time-to-target timed: an accuracy, or a language model's perplexity (left out, with why, when unset)."""
+    if job.task.unit != "tokens":
+        return {"target_accuracy": job.cfg.trainer.target_accuracy}
+    target = job.cfg.trainer.get("target_perplexity")
+    if target is None:
+        return {"target_perplexity": None, "time_to_target_note": "not timed: set trainer.target_perplexity"}
+    return {"target_perplexity": target}
 
 
 def utc_now() -> str:

@@ -38,6 +38,12 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor
     base = next((r for r in rows if r["baseline"]), None)
     if not ok or base is None:
         return "No recommendation: no point finished."
+    if len(rows) == 1:  # e.g. a sweep of seeds, pooled into one setting
+        runs = base.get("repeats") or 1
+        return (
+            f"Nothing to compare: one setting ('{base['name']}', {runs} run{'s' if runs > 1 else ''}); sweep a "
+            "setting to compare it (e.g. precision=fp32,bf16)."
+        )
     eligible = [
         r for r in ok if r is not base and r["accuracy"] is not None and r["accuracy"] >= base["accuracy"] - tolerance
     ]

@@ -8,6 +8,7 @@ of the report's table under that header; `csv`: a column of results.csv), a disp
 series the W&B summary (`wandb`).
 """
 
+import re
 from dataclasses import dataclass
 
 
@@ -53,6 +54,7 @@ FIGURES = [
     Figure("mfu", "MFU (of dense peak)", "{:.1%}", "higher", "speed", header="MFU"),
     Figure("mfu_unavailable", "MFU", "{}", "", "speed", csv=False),
     Figure("time_to_target_s", "time to target acc (s)", "{:.2f}", "lower", "speed", header="time-to-acc s"),
+    Figure("time_to_target_note", "  time to target", "{}", "", "speed", csv=False),
     Figure("accuracy", "val accuracy", "{:.4f}", "higher", "quality", header="accuracy"),
     _compare("accuracy_delta", "Δacc pts", "{:+.2f}", "higher", scale=100),
     Figure("best_accuracy", "best val accuracy", "{:.4f}", "higher", "quality", csv=False),
@@ -170,9 +172,24 @@ def unit_of(rows: list) -> str:
     return "tokens" if any(r.get("throughput_unit") == "tokens" for r in rows) else "samples"
 
 
+# a language model's accuracy is the next token's, and its time-to-target is a perplexity (trainer.target_perplexity)
+LANGUAGE_MODEL_WORDS = (
+    (r"time to target acc\b", "time to target perplexity"),
+    (r"time-to-acc\b", "time-to-ppl"),
+    (r"(?<!next-token )\baccuracy\b", "next-token accuracy"),
+)
+
+
 def in_unit(text: str, unit: str) -> str:
-    """A label or header with its throughput unit: 'samples/s' becomes 'tokens/s' for language models."""
-    return text.replace("samples/s", f"{unit}/s") if unit != "samples" else text
+    """A label, header or sentence in the task's words: 'samples' becomes the throughput unit ('tokens/s'), and for a
+    language model 'accuracy' becomes 'next-token accuracy' and time-to-accuracy a time to target perplexity."""
+    if unit == "samples":
+        return text
+    text = re.sub(r"\bsamples\b", unit, text)
+    if unit == "tokens":
+        for pattern, words in LANGUAGE_MODEL_WORDS:
+            text = re.sub(pattern, words, text)
+    return text
 
 
 def show(figure: Figure, value) -> str:

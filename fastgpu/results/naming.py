@@ -28,6 +28,11 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def shown(override: str) -> str:
+    """An override as the user typed it: Hydra escapes a sweep's interpolations ('$\\{data.num_classes\\}')."""
+    return override.replace("\\{", "{").replace("\\}", "}")
+
+
 def swept_keys(sweep_dir) -> list:
     """Keys given several values in this sweep, in command-line order (read from Hydra's multirun.yaml)."""
     path = Path(sweep_dir) / "multirun.yaml"
@@ -69,6 +74,11 @@ def sweep_point_name(hydra_cfg, repeats: int = 1, repeat: int = 0) -> str:
     """A sweep point's name from its swept values; the runs of one repeated setting told apart by their round."""
     name = point_name(task_overrides(hydra_cfg), swept_keys(hydra_cfg.sweep.dir))
     return f"{name}-r{repeat}" if repeats > 1 else name
+
+
+def row_label(name: str, baseline: bool) -> str:
+    """A report row's name, marked when it is the baseline (a point named 'baseline' already says so)."""
+    return f"{name} (baseline)" if baseline and name != "baseline" else name
 
 
 def point_tags(overrides: list, keys: list) -> list:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from fastgpu.results.compare import ONE_RUN, by_device, pool_repeats, recommend, setting_of, timed_together
 from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
+from fastgpu.results.naming import row_label, shown
 from fastgpu.results.plots import write_plots
 from fastgpu.results.search_sections import SEARCH_STATUSES, mark_probes, mark_rungs, max_batch_section, rung_section
 from fastgpu.results.stats import paired_ratio_ci, ratio_ci, runs_measured
@@ -35,7 +36,9 @@ def collect_points(sweep_dir: Path) -> list:
         if not (job_dir.is_dir() and job_dir.name.isdigit() and overrides_file.exists()):
             continue
         overrides = [
-            o for o in OmegaConf.load(overrides_file) if not o.lstrip("+").startswith(("resume", "hydra.", "logger."))
+            shown(o)
+            for o in OmegaConf.load(overrides_file)
+            if not o.lstrip("+").startswith(("resume", "hydra.", "logger."))
         ]
         metrics = point_metrics(job_dir, missing={"status": "pending"})
         try:
@@ -208,7 +211,7 @@ def _columns(rows: list) -> list:
 
 
 def _cells(row, columns) -> list:
-    name = row["name"] + (" (baseline)" if row["baseline"] else "")
+    name = row_label(row["name"], row["baseline"])
     return [name, str(row["status"])] + [show(f, row.get(f.key)) for f in columns]
 
 
@@ -251,7 +254,7 @@ def build_report(
         group_rows = build_rows(group, baseline)
         if paired:
             apply_pairs(group_rows, paired)
-        recommendation = recommend(group_rows, tolerance, min_gain, noise_floor)
+        recommendation = in_unit(recommend(group_rows, tolerance, min_gain, noise_floor), unit_of(group_rows))
         rows += group_rows
         heading = [f"## On {device}", ""] if len(groups) > 1 else []
         recommendations.append(f"On {device}: {recommendation}" if len(groups) > 1 else recommendation)
@@ -300,7 +303,7 @@ def build_report(
         writer = csv.DictWriter(f, fieldnames=COLUMNS + ["baseline"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plots = write_plots(rows, points, sweep_dir) if rows else []
+    plots = write_plots(rows, points, sweep_dir, tolerance) if rows else []
     unreadable = [r for r in rows if r["status"] == UNREADABLE]
     failed = [r for r in rows if r["status"] not in ("ok", "pending", UNREADABLE, *SEARCH_STATUSES)]
     lines = [
@@ -311,7 +314,7 @@ def build_report(
         "",
     ]
     lines += sections
-    lines += rung_section(halving) + max_batch_section(max_batch)
+    lines += [in_unit(line, unit_of(rows)) for line in rung_section(halving) + max_batch_section(max_batch)]
     if failed:
         lines += (
             ["## Failed points", ""]

@@ -23,12 +23,14 @@ def mark_rungs(points: list, ledger) -> dict:
 
 
 def mark_probes(points: list, ledger) -> dict:
-    """The max-batch search (max_batch.json): its out-of-memory probes are `too_big`, the answer it looked for."""
+    """The max-batch search (max_batch.json): its probes that ran out of memory or held more than the training set are
+    `too_big`, the answer it looked for, not failures."""
     if not ledger:
         return None
-    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] == "oom"}
+    bounds = ("oom", "beyond_data")  # out of memory, or more than the training set holds
+    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] in bounds}
     for point in points:
-        if point["point"] in too_big and point["metrics"].get("status") == "oom":
+        if point["point"] in too_big and point["metrics"].get("status") in ("oom", "failed"):
             point["metrics"] = {**point["metrics"], "status": "too_big"}
     return ledger
 
@@ -44,7 +46,8 @@ def max_batch_section(ledger) -> list:
         elif search["hit_limit"]:
             answer = f"every size up to {search['max_batch_size']} fit (raise hydra.sweeper.limit to look further)"
         else:
-            answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} is out of memory)"
+            why = "holds more than the training set" if search["stopped_by"] == "training_set" else "is out of memory"
+            answer = f"**{search['max_batch_size']}** ({search['smallest_oom']} {why})"
         cap, grown = search.get("memory_limit_mb"), [p.get("memory_growth_mb") or 0 for p in search["probes"]]
         if cap and not search.get("smallest_oom"):
             answer += f"; memory never limited it (cap {cap:,.0f} MB): the most a probe added was {max(grown):,.0f} MB"

@@ -10,6 +10,8 @@ the search with that point's error. Torch-free.
 from fastgpu.sweep.adaptive import AdaptiveSweeper
 
 LEDGER = "max_batch.json"
+# a probe's status that bounds the search from above, and what the ledger says stopped it
+BOUNDS = {"oom": "out_of_memory", "beyond_data": "training_set"}
 
 
 class MaxBatchSweeper(AdaptiveSweeper):
@@ -47,23 +49,25 @@ class MaxBatchSweeper(AdaptiveSweeper):
                 {
                     "batch_size": size,
                     "job": result["job"],
-                    "status": result.get("status"),
+                    "status": "beyond_data"
+                    if result.get("error_type") == "BatchLargerThanData"
+                    else result.get("status"),
                     "throughput": result.get("throughput"),
                     "peak_memory_mb": result.get("peak_mem_allocated_mb") or result.get("peak_rss_mb"),
                     "memory_growth_mb": result.get("peak_mem_allocated_mb") or result.get("rss_growth_mb"),
                     "error": result.get("error"),
                 }
             )
-            return result.get("status")
+            return probes[-1]["status"]
 
-        size = self.start_size
+        size, bound = self.start_size, None
         while size <= self.limit:  # doubling
             status = probe(size)
             if status == "ok":
                 fits, size = size, size * 2
                 continue
-            if status == "oom":
-                too_big = size
+            if status in BOUNDS:  # out of memory, or more than the training set holds: the answer lies below
+                too_big, bound = size, status
             else:
                 failure = probes[-1]
             break
@@ -74,8 +78,8 @@ class MaxBatchSweeper(AdaptiveSweeper):
             status = probe(middle)
             if status == "ok":
                 fits = middle
-            elif status == "oom":
-                too_big = middle
+            elif status in BOUNDS:
+                too_big, bound = middle, status
             else:
                 failure = probes[-1]
         return {
@@ -83,7 +87,7 @@ class MaxBatchSweeper(AdaptiveSweeper):
             "max_batch_size": fits or None,
             "smallest_oom": too_big,
             "hit_limit": too_big is None and failure is None,  # every size up to hydra.sweeper.limit fit
-            "stopped_by": "out_of_memory" if too_big else "size_limit" if failure is None else "failure",
+            "stopped_by": BOUNDS.get(bound) or ("size_limit" if failure is None else "failure"),
             "memory_limit_mb": self.config.trainer.memory_limit_mb,
             "failure": failure,
             "probes": probes,

@@ -92,9 +92,13 @@ def main(argv=None) -> int:
         print(f"fastgpu.sweep.status: error: {sweep_dir} is not a directory; pass a multirun dir", file=sys.stderr)
         return 2
     states = point_states(sweep_dir)
+    slurm = any(s["job_id"] != "-" for s in states)  # a local sweep's points have no job to name
+    job = (lambda s: f"{s['job_id']:<9} ") if slurm else (lambda s: "")
+    if states:
+        print(f"point  {'state':<11} " + (f"{'job':<9} " if slurm else "") + f"{'elapsed':<16} log (and error)")
     for s in states:
         error = f"  {s['error']}" if s["error"] and s["state"] != "ok" else ""
-        print(f"{s['point']:>4}  {s['state']:<11} job {s['job_id']:<8} {s['elapsed']:<16} {s['log']}{error}")
+        print(f"{s['point']:>5}  {s['state']:<11} {job(s)}{s['elapsed']:<16} {s['log']}{error}")
     counts = {}
     for s in states:
         counts[s["state"]] = counts.get(s["state"], 0) + 1

@@ -106,11 +106,20 @@ def _log(job, p, meter, recorder, loss_sum, bar) -> None:
     bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
 
 
+def reached_target(job, val: dict) -> bool:
+    """Classification: val accuracy at trainer.target_accuracy; a language model: val perplexity at or below
+    trainer.target_perplexity (none by default: next-token accuracy has no target that fits every text)."""
+    if job.task.unit == "tokens":
+        target = job.cfg.trainer.get("target_perplexity")
+        return target is not None and val.get("perplexity") is not None and val["perplexity"] <= target
+    return val["accuracy"] >= job.cfg.trainer.target_accuracy
+
+
 def _evaluate(job, p, meter, recorder, epoch, epoch_energy, bar) -> None:
     with meter.evaluating():
         p.val = evaluate(job.model, job.data.val, job.precision.autocast, job.device, job.memory_format, job.metrics)
     p.best_accuracy = max(p.best_accuracy, p.val["accuracy"])
-    if p.time_to_target is None and p.val["accuracy"] >= job.cfg.trainer.target_accuracy:
+    if p.time_to_target is None and reached_target(job, p.val):
         p.time_to_target, p.steps_to_target = meter.train_time(), p.step
     entry = {"step": p.step, "epoch": epoch, "epoch_time_s": meter.state.epoch_times[-1]}
     entry.update({f"val/{k}": v for k, v in p.val.items()})

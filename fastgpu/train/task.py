@@ -75,15 +75,33 @@ class Classification(Task):
 
 class LanguageModel(Task):
     """Next-token prediction: the model maps token ids (batch, time) to logits (batch, time, vocab). A batch that is
-    one tensor of ids (batch, time + 1) is split into input [:, :-1] and target [:, 1:]. Throughput counts target
-    tokens (batch x time), as nanoGPT and torchtitan do."""
+    one tensor of ids (batch, time + 1) is split into input [:, :-1] and target [:, 1:]; so is a dict batch whose
+    labels are its input ids (Hugging Face's convention, where the model shifts), by `shift_labels`: auto (decided
+    once, on the first batch: labels equal to input_ids wherever they are not ignore_index), true or false (the
+    labels are the next tokens already, as FastGPU's data=text yields them). Throughput counts target tokens
+    (batch x time), as nanoGPT and torchtitan do."""
 
     name = "language_model"
     unit = "tokens"
 
-    def __init__(self, input_key: str = "input_ids", target_key: str = "labels", ignore_index: int = -100):
+    def __init__(
+        self, input_key: str = "input_ids", target_key: str = "labels", ignore_index: int = -100, shift_labels="auto"
+    ):
         super().__init__(input_key, target_key)
-        self.ignore_index = ignore_index
+        if shift_labels not in ("auto", True, False):
+            raise FastGPUError(f"task.shift_labels={shift_labels!r} is not known; use one of auto, true, false")
+        self.ignore_index, self.shift_labels = ignore_index, shift_labels
+
+    def split(self, batch) -> tuple:
+        x, y = super().split(batch)
+        if isinstance(batch, dict) and self._shifts(x, y):
+            return x[:, :-1], y[:, 1:]
+        return x, y
+
+    def _shifts(self, x, y) -> bool:
+        if self.shift_labels == "auto":  # decided on the first batch: no comparison in the steps after it
+            self.shift_labels = bool(x.shape == y.shape and torch.equal(torch.where(y == self.ignore_index, x, y), x))
+        return self.shift_labels
 
     def split_tensor(self, batch):
         return batch[:, :-1], batch[:, 1:]

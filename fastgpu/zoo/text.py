@@ -2,6 +2,8 @@
 characters, the text behind `help('if')`), byte-level (vocabulary 256: any text, no tokenizer to ship), split by
 position into a training part and a validation part that follows it."""
 
+import math
+
 import torch
 from torch.utils.data import TensorDataset
 
@@ -16,25 +18,44 @@ def topics_text() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
-def text(block_size: int = 128, val_fraction: float = 0.1, vocab_size: int = VOCAB_SIZE, path=None):
+def text(block_size: int = 128, val_fraction: float = 0.1, vocab_size: int = VOCAB_SIZE, path=None, encoding="utf-8"):
     """(train, val) of (input_ids, labels) windows of `block_size` bytes, labels shifted by one; windows do not overlap
-    (each byte is a target once per epoch). `path`: a UTF-8 text file of your own instead of the topics."""
+    (each byte is a target once per epoch). `path`: a text file of your own instead of the topics, in `encoding`
+    (trained on as UTF-8 bytes)."""
     if vocab_size != VOCAB_SIZE:
         raise FastGPUError(f"data=text is byte-level (vocab_size {VOCAB_SIZE}); leave data.vocab_size as it is")
-    if path is None:
-        raw = topics_text().encode("utf-8")
-    else:
-        from pathlib import Path
-
-        if not Path(path).is_file():
-            raise FastGPUError(f"data.path={path} is not a file; point it at a UTF-8 text file, or leave it null")
-        raw = Path(path).read_bytes()
+    raw = topics_text().encode("utf-8") if path is None else read_text_file(path, encoding)
+    needed = math.ceil((block_size + 2) / val_fraction)  # the validation part must hold one window and its target
+    if len(raw) < needed:
+        source = f"data.path={path} holds {len(raw):,} bytes" if path is not None else f"the text holds {len(raw):,}"
+        raise FastGPUError(
+            f"{source}; windows of data.block_size={block_size} with data.val_fraction={val_fraction} need at least "
+            f"{needed:,}: use a longer file or lower data.block_size"
+        )
     ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
     split = int(len(ids) * (1 - val_fraction))
-    parts = ids[:split], ids[split:]
-    if min(len(p) for p in parts) <= block_size + 1:
-        raise FastGPUError(f"data.block_size={block_size} is longer than the validation text; lower it")
-    return tuple(_windows(part, block_size) for part in parts)
+    return tuple(_windows(part, block_size) for part in (ids[:split], ids[split:]))
+
+
+def read_text_file(path, encoding: str) -> bytes:
+    """The file's text as UTF-8 bytes; a file that is not text in `encoding` (or is binary) is one line."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FastGPUError(f"data.path={path} is not a file; point it at a text file, or leave it null")
+    raw = Path(path).read_bytes()
+    if b"\0" in raw[:65536]:
+        raise FastGPUError(f"data.path={path} is a binary file (it holds NUL bytes), not text; point it at a text file")
+    try:
+        decoded = raw.decode(encoding)
+    except LookupError:
+        raise FastGPUError(f"data.encoding={encoding} is not an encoding Python knows; e.g. utf-8, latin-1") from None
+    except UnicodeDecodeError as exc:
+        raise FastGPUError(
+            f"data.path={path} is not {encoding} text (byte {exc.start}: {exc.reason}); convert it, or set "
+            "data.encoding to its encoding (e.g. data.encoding=latin-1)"
+        ) from None
+    return decoded.encode("utf-8")
 
 
 def _windows(ids: torch.Tensor, block_size: int) -> TensorDataset:

@@ -19,17 +19,32 @@ def torchvision_model(arch: str, in_channels: int, num_classes: int, image_size:
         hint = f"did you mean {', '.join(near)}?" if near else f"{len(known)} names: torchvision.models.list_models()"
         raise FastGPUError(f"model.name={arch} is not a torchvision classification model; {hint}")
     if in_channels != 3:
-        raise FastGPUError(f"model=torchvision takes 3-channel images and data.channels={in_channels}; use timm")
+        raise FastGPUError(
+            f"model=torchvision takes 3-channel images and data.channels={in_channels}; timm's models take any: "
+            f"{timm_equivalent(arch, image_size)}"
+        )
     if arch.startswith("vit_"):  # the other models adapt to any input size by their pooling
         kwargs.setdefault("image_size", image_size)
     return models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
 
 
-def timm_model(arch: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
-    """timm.create_model(arch, pretrained=False) for the data's channels and classes."""
+def timm_equivalent(arch: str, image_size: int) -> str:
+    """A timm command that trains on the same data: a ViT with a patch size that divides the data's images."""
+    if arch.startswith("vit_"):
+        patch = next((p for p in (16, 8, 4, 2) if image_size % p == 0 and image_size // p >= 2), 1)
+        return f"model=timm model.name=vit_tiny_patch16_224 +model.patch_size={patch}"
+    return f"model=timm model.name={arch}"
+
+
+def timm_model(arch: str, in_channels: int, num_classes: int, image_size=None, **kwargs) -> nn.Module:
+    """timm.create_model(arch, pretrained=False) for the data's channels and classes; a model built for one input
+    size (a ViT) gets the data's image size."""
     timm = _extra("timm", "timm")
     if not timm.is_model(arch):
         raise FastGPUError(f"model.name={arch} is not a timm model; list them with timm.list_models('{arch[:4]}*')")
+    pretrained = timm.models.get_pretrained_cfg(arch, allow_unregistered=True)
+    if image_size is not None and getattr(pretrained, "fixed_input_size", False):
+        kwargs.setdefault("img_size", image_size)
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
 
 

@@ -27,7 +27,7 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from omegaconf import OmegaConf, open_dict, read_write
 
-from fastgpu.results.naming import sweep_point_name
+from fastgpu.results.naming import shown, sweep_point_name
 from fastgpu.results.rundirs import remove_lock_of, sweep_resume_hint
 from fastgpu.results.store import add_failure, point_metrics
 from fastgpu.sweep.isolation.ending import ended_record, oom_kills
@@ -59,7 +59,7 @@ class IsolatedLauncher(BasicLauncher):
             return [self._launch_point(list(o), initial_job_idx + i, relay) for i, o in enumerate(job_overrides)]
 
     def _launch_point(self, overrides: list, idx: int, relay: SignalRelay) -> JobReturn:
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        log.info(f"\t#{idx} : {' '.join(map(shown, filter_overrides(overrides)))}")
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.id = idx
