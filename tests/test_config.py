@@ -68,6 +68,7 @@ def test_cfg_job_prints_composed_config(cli_in_process):
         ("optimizer.lrr=0.1", "Could not override 'optimizer.lrr'"),
         ("model.widht=64", "Key 'widht' is not in struct (did you mean 'width'?)"),
         ("data.batch_size=abc", "data.batch_size='abc' is out of range; use a number >= 1"),
+        ("paralel=ddp", "Key 'paralel' not in 'FastGPUConfig' (did you mean 'parallel'?)"),
     ],
 )
 def test_bad_override_is_one_clear_line(override, expected, cli_in_process):
@@ -76,6 +77,8 @@ def test_bad_override_is_one_clear_line(override, expected, cli_in_process):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("fastgpu: error: ") and expected in lines[0]
+    if "did you mean" in expected:  # a typo wants its fix, not the advice to add the misspelt key
+        assert "to add a new key" not in lines[0], lines[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without a GPU")

@@ -85,6 +85,9 @@ def test_every_point_starts_clean_whatever_the_users_module_or_the_sweeps_proces
     seen = dict(line.split() for line in (tmp_path / "forks.log").read_text().splitlines())  # pid: bad fork
     assert len(seen) == 3  # three points, three processes (each builds the model more than once)
     assert list(seen.values()) == ["False"] * 3  # the user's code saw a process that can use CUDA
+    # the interpolation the user typed, as typed (Hydra escapes it: $\{data.num_classes\})
+    assert "+model.num_classes=${data.num_classes}" in result.stdout and "$\\{" not in result.stdout
+    assert "$\\{" not in (sweep_dir / "results.csv").read_text()
     for point in range(3):
         metrics = read_metrics(sweep_dir / str(point))
         assert metrics["status"] == "ok" and metrics["bad_fork"] is False
