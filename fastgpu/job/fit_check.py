@@ -41,7 +41,7 @@ def check_one_batch(cfg) -> None:
             logits = logits_of(output)
         except TypeError as exc:
             raise FastGPUError(f"{model_name}: {exc}") from None
-        check_logits(task, logits, x, cfg, model_name)
+        check_logits(task, logits, x, model_name)
         try:
             task.loss(output, y)
         except Exception as exc:  # noqa: BLE001
@@ -94,7 +94,7 @@ def too_large_to_build_twice(model_cfg) -> bool:
     return True
 
 
-def check_logits(task, logits: torch.Tensor, x, cfg, model_name: str) -> None:
+def check_logits(task, logits: torch.Tensor, x, model_name: str) -> None:
     if task.unit == "tokens":
         if logits.dim() != 3 or (isinstance(x, torch.Tensor) and logits.shape[:2] != x.shape[:2]):
             raise FastGPUError(
