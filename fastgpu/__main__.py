@@ -28,8 +28,7 @@ from fastgpu.results.naming import (
     swept_keys,
     task_overrides,
 )
-from fastgpu.results.rundirs import discard_unused_run_dir, pop_command_keys, sweep_resume_hint
-from fastgpu.results.store import point_metrics
+from fastgpu.results.rundirs import discard_unused_run_dir, finished_point, pop_command_keys, sweep_resume_hint
 from fastgpu.results.summary import format_summary
 from fastgpu.sweep.registry import register_sweep_configs
 
@@ -52,12 +51,10 @@ def run_point(cfg, hydra_cfg) -> dict:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     command = pop_command_keys(cfg)  # +resume / +overwrite: what this command asks, never saved with the run
     if multirun:
-        if command["resume"] is True:
-            done = point_metrics(out_dir)  # an unreadable record is not a finished point: it runs again
-            if done.get("status") == "ok":
-                restore_hydra_files(out_dir)  # Hydra rewrote them with this resumed sweep's overrides
-                print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
-                return done
+        done = finished_point(out_dir) if command["resume"] is True else None
+        if done is not None:
+            restore_hydra_files(out_dir)  # Hydra rewrote them with this resumed sweep's overrides
+            return done
         name_sweep_point(cfg, hydra_cfg)
     try:
         if isinstance(command["resume"], str):

@@ -9,6 +9,7 @@ import atexit
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def remove_lock_of(directory: Path, pid) -> None:
         return
     if pid is not None and holder.get("pid") == pid and holder.get("host") == socket.gethostname():
         (Path(directory) / LOCK_FILE).unlink(missing_ok=True)
+
+
+def finished_point(point_dir):
+    """On +resume=true: a point's metrics if it finished (status ok), saying that it is skipped; None if it runs
+    again (an unreadable record is not a finished point)."""
+    done = point_metrics(point_dir)
+    if done.get("status") != "ok":
+        return None
+    print(f"fastgpu: resume: {point_dir} is done (status ok), skipping", file=sys.stderr)
+    return done
 
 
 def sweep_resume_hint(point_dir, sweep_dir) -> str:

@@ -2,6 +2,9 @@
 early, which went on) and max_batch's probes (the largest batch that fit)."""
 
 SEARCH_STATUSES = ("stopped_early", "promoted", "too_big")
+# a max-batch probe's status that bounds the search from above (out of memory, or more than the training set holds),
+# and what the ledger then says stopped the search
+BOUND_STATUSES = {"oom": "out_of_memory", "beyond_data": "training_set"}
 
 
 def mark_rungs(points: list, ledger) -> dict:
@@ -27,8 +30,7 @@ def mark_probes(points: list, ledger) -> dict:
     `too_big`, the answer it looked for, not failures."""
     if not ledger:
         return None
-    bounds = ("oom", "beyond_data")  # out of memory, or more than the training set holds
-    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] in bounds}
+    too_big = {p["job"] for search in ledger["searches"] for p in search["probes"] if p["status"] in BOUND_STATUSES}
     for point in points:
         if point["point"] in too_big and point["metrics"].get("status") in ("oom", "failed"):
             point["metrics"] = {**point["metrics"], "status": "too_big"}

@@ -7,11 +7,10 @@ its metrics.json; `max_batch.json` records the probes and the answer. A failure 
 the search with that point's error. Torch-free.
 """
 
+from fastgpu.results.search_sections import BOUND_STATUSES
 from fastgpu.sweep.adaptive import AdaptiveSweeper
 
 LEDGER = "max_batch.json"
-# a probe's status that bounds the search from above, and what the ledger says stopped it
-BOUNDS = {"oom": "out_of_memory", "beyond_data": "training_set"}
 
 
 class MaxBatchSweeper(AdaptiveSweeper):
@@ -66,7 +65,7 @@ class MaxBatchSweeper(AdaptiveSweeper):
             if status == "ok":
                 fits, size = size, size * 2
                 continue
-            if status in BOUNDS:  # out of memory, or more than the training set holds: the answer lies below
+            if status in BOUND_STATUSES:  # out of memory, or more than the training set holds: the answer lies below
                 too_big, bound = size, status
             else:
                 failure = probes[-1]
@@ -78,7 +77,7 @@ class MaxBatchSweeper(AdaptiveSweeper):
             status = probe(middle)
             if status == "ok":
                 fits = middle
-            elif status in BOUNDS:
+            elif status in BOUND_STATUSES:
                 too_big, bound = middle, status
             else:
                 failure = probes[-1]
@@ -87,7 +86,7 @@ class MaxBatchSweeper(AdaptiveSweeper):
             "max_batch_size": fits or None,
             "smallest_oom": too_big,
             "hit_limit": too_big is None and failure is None,  # every size up to hydra.sweeper.limit fit
-            "stopped_by": BOUNDS.get(bound) or ("size_limit" if failure is None else "failure"),
+            "stopped_by": BOUND_STATUSES.get(bound) or ("size_limit" if failure is None else "failure"),
             "memory_limit_mb": self.config.trainer.memory_limit_mb,
             "failure": failure,
             "probes": probes,

@@ -10,6 +10,8 @@ import os
 import signal
 from pathlib import Path
 
+from fastgpu.files import size_text
+
 LIKELY_OOM_SHARE = 0.5
 CAUSES = {
     signal.SIGSEGV: "a segmentation fault, often in a compiled extension or a CUDA library",
@@ -36,7 +38,7 @@ def ended_record(status: int, peak_rss: int, oom_killed: bool, batch_size) -> di
 
 def killed_record(signum: int, peak_rss: int, limit: int, oom_killed: bool, batch_size) -> dict:
     name = signal.Signals(signum).name
-    peak = f"peak {_gb(peak_rss)} of {_gb(limit)} memory"
+    peak = f"peak {size_text(peak_rss)} of {size_text(limit)} memory"
     record = {"error_type": "Killed", "signal": name}
     if signum == signal.SIGKILL and (oom_killed or peak_rss >= LIKELY_OOM_SHARE * limit):
         cause = "the OS's out-of-memory killer" if oom_killed else "the OS"
@@ -79,7 +81,3 @@ def oom_kills():
         except (OSError, ValueError):
             continue
     return None
-
-
-def _gb(n: int) -> str:
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"

@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Optional
 
@@ -18,7 +18,6 @@ class Ended:
     status: Optional[int]
     peak_rss: int = 0
     pid: Optional[int] = None
-    leftovers: list = field(default_factory=list)
     server_death: str = ""
 
 
@@ -77,8 +76,8 @@ class PointServer:
                 raise Tainted(reply[1])
             pid = reply[1]
             relay.attach(pid)
-            _, status, peak_rss, leftovers = self.replies.recv()
-            return Ended(status, peak_rss, pid, leftovers)
+            _, status, peak_rss = self.replies.recv()
+            return Ended(status, peak_rss, pid)
         except (EOFError, OSError):  # the server died (killed): its point died with it
             return Ended(None, 0, pid, server_death=self._reap())
         finally:

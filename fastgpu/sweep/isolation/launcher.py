@@ -28,8 +28,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import OmegaConf, open_dict, read_write
 
 from fastgpu.results.naming import shown, sweep_point_name
-from fastgpu.results.rundirs import remove_lock_of, sweep_resume_hint
-from fastgpu.results.store import add_failure, point_metrics
+from fastgpu.results.rundirs import finished_point, remove_lock_of, sweep_resume_hint
+from fastgpu.results.store import add_failure
 from fastgpu.sweep.isolation.ending import ended_record, oom_kills
 from fastgpu.sweep.isolation.handle import Ended, PointServer, Tainted
 from fastgpu.sweep.isolation.payload import read_payload
@@ -65,11 +65,9 @@ class IsolatedLauncher(BasicLauncher):
             config.hydra.job.id = idx
             config.hydra.job.num = idx
         out_dir = point_dir(config)
-        if config.get("resume") is True:
-            done = point_metrics(out_dir)  # an unreadable record is not a finished point: it runs again
-            if done.get("status") == "ok":  # not run at all, so nothing of it is rewritten
-                print(f"fastgpu: resume: {out_dir} is done (status ok), skipping", file=sys.stderr)
-                return job_return(overrides, config, out_dir, done)
+        done = finished_point(out_dir) if config.get("resume") is True else None
+        if done is not None:  # not run at all, so nothing of it is rewritten
+            return job_return(overrides, config, out_dir, done)
         if relay.stop_requested:  # a signal between points: this one does not start
             print(f"fastgpu: stopped by {relay.last}", file=sys.stderr)
             print(sweep_resume_hint(out_dir, config.hydra.sweep.dir), file=sys.stderr)

@@ -34,19 +34,16 @@ def adopt_orphans() -> None:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def end_children(grace_s: float) -> list:
-    """End every descendant of this process: SIGTERM, then SIGKILL after `grace_s` (at once for 0); all reaped.
-    Returns the command names of those that were still running."""
+def end_children(grace_s: float) -> None:
+    """End every descendant of this process: SIGTERM, then SIGKILL after `grace_s` (at once for 0); all reaped."""
     import psutil
 
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:
-        return []
-    names = []
+        return
     for child in children:
         try:
-            names.append(child.name())
             child.send_signal(signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
         except psutil.Error:
             pass
@@ -58,7 +55,6 @@ def end_children(grace_s: float) -> list:
             pass
     psutil.wait_procs(alive, timeout=1)
     _reap()
-    return names
 
 
 def _reap() -> None:

@@ -6,7 +6,7 @@ interpreter (`python -m fastgpu.sweep.isolation.server READ_FD WRITE_FD SWEEP_PI
 subreaper) and ends that too. Protocol, over two pipes: one init message (cloudpickled: Hydra's context, the task
 function, sys.path, Hydra's singletons, how it started, which packages it may import), then per point a request
 (cloudpickled sweep config, payload path, modules to import) answered by ('started', pid) and ('ended', wait status,
-peak RSS bytes, leftover process names), or ('tainted', why) when its own imports made forks unsafe (it then exits).
+peak RSS bytes), or ('tainted', why) when its own imports made forks unsafe (it then exits).
 """
 
 import atexit
@@ -81,8 +81,8 @@ def _serve_points(init: dict, requests: Connection, replies: Connection) -> None
             run_point(init, pickle.loads(config_blob), Path(payload_path), server_pid)
         replies.send(("started", pid))
         _, status, usage = os.wait4(pid, 0)
-        left = end_children(LEFTOVER_GRACE_S)
-        replies.send(("ended", status, usage.ru_maxrss * 1024, left))
+        end_children(LEFTOVER_GRACE_S)
+        replies.send(("ended", status, usage.ru_maxrss * 1024))
 
 
 def _sweep_ended(signum, frame) -> None:
