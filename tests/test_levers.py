@@ -124,6 +124,74 @@ def test_activation_checkpointing_keeps_less_for_backward_and_the_same_gradients
         build_model(compose_cfg("model=mlp", "model.activation_checkpointing=true", *data).model)
 
 
+def test_repeated_blocks_see_through_checkpointing_and_a_tied_weight_stays_with_the_root():
+    from fastgpu.train.parallel import _without_shared_parameters
+    from fastgpu.zoo.models import checkpoint_blocks, repeated_blocks
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    stack = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ModuleList(Layer() for _ in range(3)))
+    before = [index for _, index in repeated_blocks(stack)]
+    checkpoint_blocks(stack)
+    assert before == [index for _, index in repeated_blocks(stack)] == [0, 1, 2]  # the same 3 layers, now wrapped
+    assert all(isinstance(container[i], Checkpointed) for container, i in repeated_blocks(stack))
+    gpt = build_model(compose_cfg("model=gpt", "data=text", "task=language_model", "model.n_layer=3").model)
+    assert [c[i] for c, i in repeated_blocks(gpt)] == list(gpt.blocks)  # named by the model (block_stack)
+    checkpoint_blocks(gpt)
+    assert [c[i].block for c, i in repeated_blocks(gpt)] == [b.block for b in gpt.blocks]
+    units = _without_shared_parameters(list(gpt.children()))  # FSDP per=children: each child its own unit
+    assert gpt.wte not in units and gpt.lm_head not in units and gpt.blocks in units  # the tied pair: the root's
+
+
+LLM_TINY = (
+    "model.n_layer=2",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "data.block_size=32",
+    "trainer.max_steps=3",
+    "trainer.warmup_steps=1",
+    "trainer.checkpoint=false",
+    *QUICK,
+)
+
+
+@pytest.mark.slow
+def test_every_llm_speedups_point_trains_on_this_machine_or_is_one_line(tmp_path):
+    """The 24 points of +experiment=llm_speedups at a tiny size: those this CPU can run train 3 steps (activation
+    checkpointing with compile included); a lever it lacks (fp8, cuDNN attention) is one line naming the fix."""
+    from itertools import product
+
+    from fastgpu.job.launch import RunFailed
+
+    if torch.cuda.is_available():
+        pytest.skip("which of these levers run depends on the GPU: experiments/gpu_check.sh runs them there")
+    trained, refused = [], []
+    for i, (precision, compiled, attention, ac) in enumerate(
+        product(("bf16", "fp8"), (False, True), ("auto", "flash", "cudnn"), (False, True))
+    ):
+        point = (
+            f"precision={precision}",
+            f"compile={compiled}",
+            f"model.attention={attention}",
+            f"model.activation_checkpointing={ac}",
+        )
+        cfg = compose_cfg("+experiment=llm_speedups", *LLM_TINY, *point)
+        try:
+            launch(cfg, tmp_path / str(i))
+        except RunFailed as exc:
+            assert "\n" not in str(exc) and "use " in str(exc), exc
+            refused.append((point, str(exc)))
+            continue
+        metrics = read_metrics(tmp_path / str(i))
+        assert metrics["status"] == "ok" and metrics["activation_checkpointing"] == ac, point
+        trained.append(point)
+    assert len(trained) == 8 and all("precision=bf16" in p and "model.attention=cudnn" not in p for p in trained)
+    assert all("fp8" in e or "attention=cudnn" in e for _, e in refused) and len(refused) == 16
+
+
 def test_flop_count_of_a_known_mlp_equals_the_hand_count():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     forward = 2 * (64 * 256 + 256 * 10)

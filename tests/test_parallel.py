@@ -27,12 +27,13 @@ MODELS = {
     "mlp": ("model=mlp",),
     "gpt": ("model=gpt", "data=text", "task=language_model", "model.n_layer=2", "model.n_embd=32", "model.n_head=2"),
 }
+MODELS["gpt_ac"] = (*MODELS["gpt"], "model.activation_checkpointing=true")  # each block recomputed in backward
 
 
 def _batches(model: str):
     generator = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
-        if model == "gpt":
+        if model.startswith("gpt"):
             tokens = torch.randint(0, 256, (GLOBAL_BATCH, 17), generator=generator)
             yield tokens[:, :-1], tokens[:, 1:]
         else:
@@ -89,10 +90,12 @@ def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accum
         from torch.distributed.tensor import DTensor
 
         record = {"wrapped": wrapped, "params": {}, "sharded": {}, "collectives": collectives}
+        if model_name.startswith("gpt"):
+            record["tied"] = model.lm_head.weight is model.wte.weight
         if accumulate > 1:
             record["collectives_synced"] = synced
         for name, p in model.named_parameters():
-            name = name.removeprefix("module.")
+            name = name.removeprefix("module.").replace(".block.", ".")  # Checkpointed's wrapper: the same block
             if isinstance(p, DTensor):
                 record["sharded"][name] = (p.to_local().numel(), p.numel())
                 p = p.full_tensor()  # a collective: every rank gathers
@@ -127,11 +130,15 @@ def test_ddp_ranks_stay_identical_and_match_one_process_on_the_global_batch(mode
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", ["mlp", "gpt"])
+@pytest.mark.parametrize("model_name", ["mlp", "gpt", "gpt_ac"])
 def test_fsdp_shards_parameters_as_dtensors_and_trains_like_one_process(model_name, tmp_path):
+    """gpt_ac: activation checkpointing under FSDP, against one process without it (recomputation changes nothing);
+    the GPT's blocks are its units and its tied embedding and output weight stay one parameter."""
     ranks = _spawn("fsdp", tmp_path, model_name=model_name)
-    single, _ = _train("none", model_name=model_name)
+    single, _ = _train("none", model_name=model_name.removesuffix("_ac"))
     assert all(r["wrapped"] == "fsdp" for r in ranks)
+    if model_name.startswith("gpt"):
+        assert all(r["tied"] for r in ranks)
     for name, p in single.named_parameters():
         local, full = ranks[0]["sharded"][name]
         assert local + ranks[1]["sharded"][name][0] == full == p.numel()  # each rank holds its shard only

@@ -33,10 +33,20 @@ def fsdp(model: nn.Module, device: torch.device, per: str = "auto") -> nn.Module
         units = list(model.children())
     else:
         raise FastGPUError(f"parallel.wrap.per={per!r} is not known; use auto, block or children")
-    for unit in units:
+    for unit in _without_shared_parameters(units):
         if any(p.requires_grad for p in unit.parameters()):
             fully_shard(unit)
     return fully_shard(model)
+
+
+def _without_shared_parameters(units: list) -> list:
+    """The units that share no parameter with another unit: a tied embedding and output layer stay with the root, one
+    unit (sharded twice, the tied weight would become two parameters)."""
+    owners = {}
+    for unit in units:
+        for p in unit.parameters():
+            owners.setdefault(id(p), set()).add(id(unit))
+    return [u for u in units if all(len(owners[id(p)]) == 1 for p in u.parameters())]
 
 
 def wrap_model(model: nn.Module, parallel, device: torch.device) -> tuple:

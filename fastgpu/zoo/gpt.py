@@ -98,6 +98,7 @@ class GPT(nn.Module):
     ):
         super().__init__()
         self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
+        self.attention = attention
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
@@ -129,7 +130,7 @@ class GPT(nn.Module):
 
     def check_device(self, device: torch.device, dtype) -> None:
         """One line where the chosen attention kernel cannot run on `device` in `dtype` (the autocast one)."""
-        attention = self.blocks[0].attn.attention if len(self.blocks) else "auto"
+        attention = self.attention
         head = self.n_embd // self.n_head
         q = torch.zeros(1, self.n_head, 2, head, device=device, dtype=dtype or torch.float32)
         try:
@@ -140,6 +141,11 @@ class GPT(nn.Module):
                 f"model.attention={attention} has no kernel for {device.type} in {q.dtype} "
                 f"({str(exc).splitlines()[0][:100]}); use model.attention=auto or math"
             ) from None
+
+    def block_stack(self) -> nn.ModuleList:
+        """The transformer layers: what activation checkpointing and FSDP's per-block units wrap (the embeddings and
+        the tied output layer stay with the root, one unit)."""
+        return self.blocks
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameters, less the position embedding (nanoGPT's count; the tied token embedding stays: it is the output

@@ -102,10 +102,21 @@ class Checkpointed(nn.Module):
         return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
 
 
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module.block if isinstance(module, Checkpointed) else module
+
+
 def repeated_blocks(model: nn.Module) -> list:
-    """(container, index) of each block of the model's largest stack of like blocks: a transformer's layers (a
-    ModuleList or Sequential of one block class with parameters of its own, like GPT's `blocks`, a ViT's encoder
-    layers, Hugging Face's `h`), or every residual block of a ResNet's four stages."""
+    """(container, index) of each of the model's blocks, as activation checkpointing and FSDP's `per=block` wrap them.
+
+    A model names its blocks itself with a `block_stack()` method returning their ModuleList (torchtitan's way: GPT
+    does). Otherwise they are guessed: every residual block of a ResNet's four stages, or the largest stack of like
+    blocks (a ModuleList or Sequential of one block class with children of its own: a ViT's encoder layers, Hugging
+    Face's `h`). Blocks already wrapped in `Checkpointed` count as the blocks they wrap."""
+    named = getattr(model, "block_stack", None)
+    if callable(named):
+        stack = named()
+        return [(stack, i) for i in range(len(stack))]
     if hasattr(model, "layer4"):
         return [
             (layer, i) for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for i in range(len(layer))
@@ -114,8 +125,8 @@ def repeated_blocks(model: nn.Module) -> list:
     for container in model.modules():
         if not isinstance(container, (nn.ModuleList, nn.Sequential)) or len(container) < 2:
             continue
-        kinds = {type(child) for child in container}
-        child = container[0]
+        kinds = {type(_unwrapped(child)) for child in container}
+        child = _unwrapped(container[0])
         if len(kinds) == 1 and len(list(child.children())) > 1 and len(container) > len(best):
             best = [(container, i) for i in range(len(container))]
     return best
