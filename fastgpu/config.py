@@ -75,6 +75,7 @@ class TrainerConfig:
     profile_steps: int = 5
     repeats: int = 1  # a sweep runs each point this many times, in rounds of shuffled order (fastgpu/sweep/repeats.py)
     repeat: int = 0  # which round this run is (set by the sweep; runs of one setting are pooled in the report)
+    warmup_round: bool = False  # set by the sweep on a warm-up round's runs (hydra.sweeper.warmup_rounds): not compared
     memory_limit_mb: Optional[float] = None  # cap on what the run may allocate (CUDA: per process; CPU: address space)
 
 

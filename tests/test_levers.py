@@ -235,6 +235,15 @@ def test_mfu_against_the_peak_table():
     assert peak_tflops("NVIDIA L40S", "bf16")[0] == 362.1 and peak_tflops("NVIDIA L4", "bf16")[0] == 121.0
     assert peak_tflops("NVIDIA H100 PCIe", "fp8")[0] == 1513.0 and peak_tflops("NVIDIA H200", "fp32")[0] == 66.9
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp8") == (None, "A100 has no fp8 tensor cores in the peak table")
+    fp8 = mfu_figures(flops, "samples", throughput, "cuda", "NVIDIA H100 80GB HBM3", "fp8", world_size=1)
+    assert fp8["mfu"] == pytest.approx(h100["mfu"])  # against bf16's 989.4, not fp8's 1978.9: the rows compare
+    assert fp8["mfu_peak"] == "bf16 dense peak, 989 TFLOP/s a GPU (fp8 runs count against bf16's, as torchtitan does)"
+    assert h100["mfu_peak"] == "bf16 dense peak, 989 TFLOP/s a GPU"
+    a100 = mfu_figures(flops, "samples", throughput, "cuda", "NVIDIA A100-SXM4-80GB", "fp8", world_size=1)
+    assert a100["mfu"] is None and "no fp8" in a100["mfu_unavailable"]
+    from fastgpu.results.summary import format_summary
+
+    assert "MFU is against" in format_summary({**fp8, "status": "ok"}) and "as torchtitan does" in format_summary(fp8)
     unknown = mfu_figures(flops, "samples", throughput, "cuda", "NVIDIA GeForce GTX 1080", "fp32", world_size=1)
     assert unknown["mfu"] is None and "no peak FLOP/s known for 'NVIDIA GeForce GTX 1080'" in unknown["mfu_unavailable"]
     cpu = mfu_figures(flops, "samples", throughput, "cpu", "x86_64", "fp32", world_size=1)

@@ -190,7 +190,10 @@ def test_run_records_the_defined_windows(tmp_path, quiet_wandb):
     assert metrics["warmup_steps"] == 10 and metrics["timed_steps"] == 30
     assert metrics["timed_samples"] == 30 * 64 and len(metrics["throughput_intervals"]) == 3  # 3 log intervals
     assert metrics["throughput_ci_low"] <= metrics["throughput"] <= metrics["throughput_ci_high"]
-    assert metrics["throughput"] == pytest.approx(sorted(metrics["throughput_intervals"])[1])  # their median
+    seconds = metrics["throughput_interval_seconds"]
+    assert metrics["throughput"] == pytest.approx(30 * 64 / sum(seconds))  # work over the timed window
+    assert metrics["median_interval_rate"] == pytest.approx(sorted(metrics["throughput_intervals"])[1])
+    assert metrics["throughput_ci_covers"] == "within-run 95%" and metrics["stall_ratio"] >= 1
     assert 0 <= metrics["data_time_share"] < 0.5  # digits in memory: the step is compute
     assert "energy_j" not in metrics  # no energy counter on a CPU
 
@@ -251,3 +254,41 @@ def test_a_resumed_meter_warms_up_again_and_keeps_only_its_own_windows():
     assert out["warmup_steps"] == 4 and out["timed_steps"] == 6  # 2 at the start, 2 again after the resume
     assert out["step_time_p90_ms"] == pytest.approx(1000.0)  # the recompiling steps are not steady
     assert out["warmup_time_s"] == pytest.approx(2 * 1.0 + 2 * 9.0)
+
+
+def _timed_run(step_seconds: list, log_every: int, batches_per_step: int = 1) -> dict:
+    """A meter driven by a fake clock through steps of the given durations (no warm-up, 8 samples a batch)."""
+    clock = FakeClock()
+    meter = RunMeter(CPU, warmup_steps=0, monitor=None, now=clock, batches_per_step=batches_per_step)
+    durations = iter(step_seconds)
+    for _ in meter.batches([(None, torch.zeros(8))] * len(step_seconds), lambda b: b):
+        clock.advance(next(durations))
+        meter.step_end()
+    meter.epoch_end()
+    return meter.summary(world_size=1, reduce=all_reduce, samples=[], log_every=log_every)
+
+
+def test_a_planted_stall_slows_the_headline_and_shows_in_the_stall_figure():
+    """Two runs with the same median interval; one stalls 5x in every tenth interval (a recompile, a loader falling
+    behind, a checkpoint). The median interval rate hides it; the headline (work over time) does not."""
+    jitter = [1.0 + 0.02 * ((7 * i) % 5 - 2) for i in range(400)]  # +-4%: a real run's spread, no stall
+    steady = _timed_run(jitter, log_every=4)
+    stalled_steps = list(jitter)
+    for interval in range(9, 100, 10):  # every tenth interval of 4 steps lasts 5x as long
+        stalled_steps[4 * interval] += 4 * 4.0
+    stalled = _timed_run(stalled_steps, log_every=4)
+    assert stalled["median_interval_rate"] == pytest.approx(steady["median_interval_rate"], rel=0.02)
+    assert stalled["throughput"] < 0.8 * steady["throughput"]  # 90 intervals of 4 s and 10 of 20 s: 400/560 s
+    assert stalled["throughput_ci_high"] < steady["throughput_ci_low"]  # the intervals part
+    assert stalled["stall_ratio"] == pytest.approx(5.0, rel=0.1) and steady["stall_ratio"] < 1.1
+
+
+def test_with_gradient_accumulation_each_log_interval_holds_whole_optimizer_steps():
+    """4 micro-batches an optimizer step: three of 0.1 s and the one that steps the optimizer 0.5 s. Log intervals of
+    2 optimizer steps are 8 loader batches, 1.6 s each: equal, where intervals of 2 loader batches alternate."""
+    micro = [0.1, 0.1, 0.1, 0.5] * 12
+    out = _timed_run(micro, log_every=2, batches_per_step=4)
+    assert out["throughput_interval_seconds"] == pytest.approx([1.6] * 6)
+    assert out["throughput_cv"] == pytest.approx(0.0, abs=1e-9)
+    unaligned = _timed_run(micro, log_every=2, batches_per_step=1)
+    assert unaligned["throughput_cv"] > 0.3  # 0.2 s and 0.6 s intervals: the CV the misalignment made up

@@ -106,6 +106,17 @@ def test_nan_loss_fails_the_run_as_diverged(tmp_path, quiet_wandb):
     assert "lower optimizer.lr" in record["error"]
 
 
+def test_the_running_loss_sum_keeps_a_steps_loss_after_a_million_steps():
+    from fastgpu.train.loop import running_loss_sum
+
+    total = running_loss_sum(2.3456 * 10**6, torch.device("cpu"))  # 10^6 steps of loss ~2.35 so far
+    before = float(total)
+    total += torch.tensor(2.3456, dtype=torch.float32)  # one step's loss, as backward_step returns it
+    assert float(total) - before == pytest.approx(2.3456, abs=1e-6)
+    as_float32 = torch.tensor(2.3456 * 10**6) + torch.tensor(2.3456)
+    assert abs(float(as_float32) - float(torch.tensor(2.3456 * 10**6)) - 2.3456) > 0.01  # what float32 kept
+
+
 def test_values_leave_the_device_only_at_log_steps(tmp_path, quiet_wandb, monkeypatch):
     """The hot loop never reads a tensor per step: count FastGPU's own tensor->Python reads during a run."""
     reads = []

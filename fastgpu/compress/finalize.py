@@ -15,7 +15,7 @@ from fastgpu.compress import deploy, quantize
 from fastgpu.compress import methods as C
 from fastgpu.errors import described
 from fastgpu.measure.quality import evaluate
-from fastgpu.results.stats import ratio_ci
+from fastgpu.results.stats import within_run_ratio_ci
 from fastgpu.train.task import batches_for, build_task
 from fastgpu.zoo.data import build_data
 from fastgpu.zoo.models import build_model
@@ -106,7 +106,7 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
         result["size_ratio"] = result["serialized_bytes_before"] / result["serialized_bytes_after"]
     if result.get("latency_batch_ms_times_before") and result.get("latency_batch_ms_times_after"):
         # speed-up of the deploy model over the uncompressed one, both timed on the deploy device
-        ratio = ratio_ci(result["latency_batch_ms_times_before"], result["latency_batch_ms_times_after"])
+        ratio = within_run_ratio_ci(result["latency_batch_ms_times_before"], result["latency_batch_ms_times_after"])
         result["latency_ratio"], result["latency_ratio_low"], result["latency_ratio_high"] = ratio
     result.pop("serialized_bytes", None)
     return result

@@ -97,7 +97,7 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     if tcfg.profile and env.is_main:  # the profiled steps are warm-up for the meter: its overhead is never timed
         profiler = StepProfiler(out_dir, job.device, warmup_steps, tcfg.profile_steps * batches)
         warmup_steps = StepProfiler.steps_taken(warmup_steps, tcfg.profile_steps * batches)
-    meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler)
+    meter = RunMeter(job.device, warmup_steps, monitor, tcfg.sync_debug, profiler=profiler, batches_per_step=batches)
     p = recorder.open(job, meter, monitor)
     reset_peak_memory(job.device)
     monitor.start()

@@ -2,7 +2,8 @@
 
 FLOPs are counted once, by torch's FlopCounterMode, over one forward and backward of the bare model on the
 meta device (no memory, no effect on the real model's weights or BatchNorm statistics). MFU is the FLOPs the
-run's steady throughput implies over the peak of the GPUs it ran on, in the dtype its matmuls use.
+run's steady throughput implies over the dense peak of the GPUs it ran on, in the dtype its matmuls use (an fp8 run:
+bf16's, as torchtitan counts it).
 """
 
 import copy
@@ -80,6 +81,11 @@ def _without_recomputation(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+# MFU's peak by precision mode, where it is not the mode's own: an fp8 run's attention, norms and output layer still
+# run in bf16, so its MFU is against the bf16 peak (torchtitan's convention), and fp8 and bf16 rows compare
+MFU_PEAK_OF = {"fp8": "bf16"}
+
+
 def peak_tflops(device_name: str, precision: str) -> tuple:
     """(peak TFLOP/s, None) for a known GPU, or (None, why not)."""
     for gpu, peaks in PEAK_TFLOPS.items():
@@ -88,6 +94,20 @@ def peak_tflops(device_name: str, precision: str) -> tuple:
                 return None, f"{gpu} has no {precision} tensor cores in the peak table"
             return peaks[precision], None
     return None, f"no peak FLOP/s known for {device_name!r} (fastgpu/measure/flops.py PEAK_TFLOPS)"
+
+
+def mfu_peak(device_name: str, precision: str) -> tuple:
+    """(peak TFLOP/s MFU divides by, what it is in words) or (None, why not). fp8 must exist on the GPU, and its MFU
+    is against the bf16 peak."""
+    own, reason = peak_tflops(device_name, precision)
+    if own is None:
+        return None, reason
+    against = MFU_PEAK_OF.get(precision, precision)
+    peak, _ = peak_tflops(device_name, against)
+    words = f"{against} dense peak, {peak:,.0f} TFLOP/s a GPU"
+    if against != precision:
+        words += f" ({precision} runs count against {against}'s, as torchtitan does)"
+    return peak, words
 
 
 def mfu_figures(
@@ -110,9 +130,10 @@ def mfu_figures(
     if device_type != "cuda":
         out["mfu_unavailable"] = f"none on {device_type} (needs a GPU's peak)"
         return out
-    peak, reason = peak_tflops(device_name, precision)
+    peak, words = mfu_peak(device_name, precision)
     if peak is None:
-        out["mfu_unavailable"] = reason
+        out["mfu_unavailable"] = words
     else:
         out["mfu"] = out["achieved_tflops"] / (peak * world_size)
+        out["mfu_peak"] = words
     return out

@@ -23,7 +23,7 @@ import torch
 
 from fastgpu.errors import FastGPUError
 from fastgpu.measure.clock import StepClock, synchronize
-from fastgpu.results.stats import cv, intervals, median_ci
+from fastgpu.results.stats import WITHIN_RUN, Run, cv, intervals, median_ci, stall_ratio, throughput_ci
 
 SYNC_DEBUG_MODES = ("off", "warn", "error")
 
@@ -54,9 +54,19 @@ class RunMeter:
     """
 
     def __init__(
-        self, device, warmup_steps: int, monitor, sync_debug: str = "off", now=time.perf_counter, profiler=None
+        self,
+        device,
+        warmup_steps: int,
+        monitor,
+        sync_debug: str = "off",
+        now=time.perf_counter,
+        profiler=None,
+        batches_per_step: int = 1,
     ):
+        """`warmup_steps` counts loader batches, as the meter does; `batches_per_step` (gradient accumulation) is how
+        many make one optimizer step, so that log intervals hold whole optimizer steps."""
         self.device, self.warmup_steps, self.monitor, self.now = device, warmup_steps, monitor, now
+        self.batches_per_step = batches_per_step
         self.profiler = profiler  # trainer.profile: stepped with the clock; its steps are inside warm-up
         self.clock = StepClock(device, now)
         self.state = MeterState()
@@ -210,8 +220,11 @@ class RunMeter:
     def summary(self, world_size: int, reduce, samples: list, log_every: int) -> dict:
         """The run's figures, reduced over ranks with `reduce(values, op)` (sum/max; a collective).
 
-        Throughput is the median of the per-log-interval rates of the steady steps (all ranks' samples over
-        the slowest rank's time in each interval), with a 95% bootstrap interval and the rates' CV."""
+        The steady steps fall into log intervals of `log_every` optimizer steps; in each, all ranks' samples over the
+        slowest rank's time. Throughput is the work of the whole timed window over its time: the intervals' samples
+        over their seconds, so a stall costs what it cost training. Beside it: its within-run 95% interval, the
+        median interval's rate (the typical interval, stalls left out) with its interval, the stall figure (median
+        rate over the slowest interval's) and the rates' CV."""
         self.close()
         s = self.state
         warm = [self._is_warmup(i) for i in range(len(s.step_times))]
@@ -222,11 +235,14 @@ class RunMeter:
         steady_samples = [n for n, w in zip(s.step_samples, warm) if not w]
         warmup = sum(warm)
         seconds = sum(steady)
-        interval_samples, interval_seconds = intervals(steady, steady_samples, log_every)
+        interval_samples, interval_seconds = intervals(steady, steady_samples, log_every * self.batches_per_step)
         interval_samples = reduce(interval_samples, "sum")
         interval_seconds = reduce(interval_seconds, "max")
-        rates = [n / t for n, t in zip(interval_samples, interval_seconds) if t > 0]
-        throughput, low, high = median_ci(rates)
+        timed = [(n, t) for n, t in zip(interval_samples, interval_seconds) if t > 0]
+        run = Run.of([n / t for n, t in timed], [t for _, t in timed])
+        rates = list(run.rates)
+        throughput, low, high = throughput_ci(run)
+        median_rate, median_low, median_high = median_ci(rates)
         window = window_means(samples, s.steady_windows)
         has_energy, has_util = float(s.steady_energy is not None), float("gpu_util_percent" in window)
         energy, energy_ranks, util_sum, util_ranks, warmup_energy = reduce(
@@ -239,8 +255,14 @@ class RunMeter:
             "throughput": throughput,
             "throughput_ci_low": low,
             "throughput_ci_high": high,
+            "throughput_ci_covers": WITHIN_RUN,
+            "median_interval_rate": median_rate,
+            "median_interval_rate_ci_low": median_low,
+            "median_interval_rate_ci_high": median_high,
+            "stall_ratio": stall_ratio(rates),
             "throughput_cv": cv(rates),
             "throughput_intervals": rates,
+            "throughput_interval_seconds": list(run.seconds),
             "timed_samples": total_samples,
             "step_time_p50_ms": 1e3 * percentile(steady, 0.5),
             "step_time_p90_ms": 1e3 * percentile(steady, 0.9),

@@ -2,8 +2,9 @@
 points from different hardware kept apart, repeats pooled. Torch-free; fastgpu/results/report.py builds the rows it
 reads."""
 
+from fastgpu.results.figures import pooled as pooled_value
 from fastgpu.results.figures import unit_of
-from fastgpu.results.stats import cv, median_ci
+from fastgpu.results.stats import Run, setting_ci
 
 # Run-to-run noise floors measured on a device kind: how far a single run of a setting strayed from another single run
 # of the same setting there. experiments/identical_settings.py on this project's 2-core CPU machine (2026-11-30, 20
@@ -28,12 +29,12 @@ def noise_floor(rows: list, given=None):
 
 
 def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor=None) -> str:
-    """The fastest point that is *reliably* faster than the baseline — the lower end of its speed-up's 95%
-    interval above 1 + `min_gain` — within `tolerance` accuracy of it. Reliable also needs run-to-run noise in that
-    interval (two runs or more of both settings), or a gain whose interval clears the device's run-to-run noise
-    floor (`floor`, see noise_floor). When the sweep varies compression: by each point's inference speed-up over
-    its own uncompressed model on the same device (`latency_ratio`), the same rule on its interval. Otherwise: keep
-    the baseline, and say what came closest."""
+    """The fastest point that is *reliably* faster than the baseline within `tolerance` accuracy of it. Reliable:
+    measured over runs (two or more of both settings), its one-sided test of a speed-up above 1 + `min_gain` passes
+    Holm's correction over every setting compared (`reliably_faster`, set by the report); with one run of either,
+    its within-run interval clears the device's run-to-run noise floor (`floor`, see noise_floor). When the sweep
+    varies compression: by each point's inference speed-up over its own uncompressed model on the same device
+    (`latency_ratio`), the floor rule on its interval. Otherwise: keep the baseline, and say what came closest."""
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"]]
     base = next((r for r in rows if r["baseline"]), None)
     if not ok or base is None:
@@ -54,15 +55,26 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor
     above = [r for r in measured if r[low_key] is not None and r[low_key] > 1 + min_gain]
     # inference latency is timed in blocks of one process, within-run only: the floor applies to it as well
     floor = noise_floor(rows, device_floor)
-    reliable = [
-        r for r in above if (r.get("runs_measured") and not inference) or (floor is not None and r[low_key] > 1 + floor)
-    ]
+
+    def reliable_gain(r) -> bool:
+        if r.get("runs_measured") and not inference:  # tested over runs, Holm-corrected over the settings compared
+            return bool(r.get("reliably_faster"))
+        return floor is not None and r[low_key] > 1 + floor
+
+    reliable = [r for r in above if reliable_gain(r)]
     what = "faster at inference" if inference else "faster"
+    compared = max((r.get("comparisons") or 0 for r in rows), default=0)
     if not reliable:
         closest = max(measured, key=lambda r: r[key], default=None)
         best = ""
         if closest:
             best = f" (best: '{closest['name']}', {closest[key]:.2f}x{_interval(closest[low_key], closest[high_key])})"
+        if above and above[0].get("runs_measured") and not inference:
+            return (
+                f"Recommendation: keep the baseline '{base['name']}': '{above[0]['name']}' looks {what} "
+                f"({above[0][key]:.2f}x{_interval(above[0][low_key], above[0][high_key])}), but not once corrected "
+                f"for the {compared} settings compared (Holm)."
+            )
         if above:
             floor_text = f"the run-to-run noise floor ({1 + floor:.2f}x)" if floor is not None else "a measured floor"
             return (
@@ -90,11 +102,17 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor
         costs.append(f"peak memory {best['memory_ratio']:.2f}x{much}")
     if best["energy_ratio"]:
         costs.append(f"energy per sample {best['energy_ratio']:.2f}x")
+    selection = ""
+    if best.get("runs_measured") and compared > 1:
+        selection = (
+            f" Reliable after Holm's correction for {compared} settings compared; as the best of {compared}, its "
+            "estimate tends to read high: confirm it against the baseline alone (+experiment=ab)."
+        )
     return (
         f"Recommendation: '{best['name']}': {best['speedup']:.2f}x{_interval(best[low_key], best[high_key])} the "
         f"baseline's throughput ('{base['name']}', {base['throughput']:,.0f} -> {best['throughput']:,.0f} "
         f"{unit_of(rows)}/s), "
-        f"{accuracy}" + "".join(f", {c}" for c in costs) + "."
+        f"{accuracy}" + "".join(f", {c}" for c in costs) + "." + selection
     )
 
 
@@ -121,6 +139,7 @@ def by_device(points: list) -> dict:
 
 MEASURED = ("ok", "stopped_early", "promoted")  # statuses of runs that measured their speed
 REPEAT_KEYS = ("trainer.seed=", "trainer.repeat=", "trainer.repeats=")
+WARMUP_ROUND = "trainer.warmup_round=true"  # a warm-up round's run (hydra.sweeper.warmup_rounds): never compared
 
 
 def setting_of(overrides) -> tuple:
@@ -128,11 +147,21 @@ def setting_of(overrides) -> tuple:
     return tuple(sorted(o for o in overrides if not o.lstrip("+").startswith(REPEAT_KEYS)))
 
 
+def runs_of(metrics: dict) -> list:
+    """A point's runs (stats.Run): each pooled run's log intervals, or its one run's; [] where none were recorded."""
+    if metrics.get("run_intervals"):
+        seconds = metrics.get("run_interval_seconds") or [None] * len(metrics["run_intervals"])
+        return [Run.of(rates, secs) for rates, secs in zip(metrics["run_intervals"], seconds)]
+    if metrics.get("throughput_intervals"):
+        return [Run.of(metrics["throughput_intervals"], metrics.get("throughput_interval_seconds"))]
+    return []
+
+
 def pool_repeats(points: list) -> list:
     """Points that differ only in `trainer.seed` (other data orders) or `trainer.repeat` (the rounds of
-    trainer.repeats=N), with one status, are runs of one setting: one point whose throughput is the median of all
-    their interval rates, with the two-level interval over their runs (`run_intervals`: one list per run), and the
-    mean of their accuracies."""
+    trainer.repeats=N), with one status, are runs of one setting: one point. Its throughput is the geometric mean
+    of its runs' with a t interval over the runs (stats.setting_ci); every other figure is pooled by its rule in
+    the figures table (quality averaged, peaks the largest run's, the rest the median run's)."""
     groups = {}
     for p in points:
         # repeats on other hardware are not repeats; halving's stopped_early runs pool apart from finished ones
@@ -144,26 +173,26 @@ def pool_repeats(points: list) -> list:
         if len(ok) < 2:
             pooled += group
             continue
-        runs = [p["metrics"]["throughput_intervals"] for p in ok]
-        rates = [rate for run in runs for rate in run]
-        median, low, high = median_ci(runs)
-        first = ok[0]
-        metrics = {
-            **first["metrics"],
-            "throughput": median,
-            "throughput_ci_low": low,
-            "throughput_ci_high": high,
-            "throughput_cv": cv(rates),
-            "throughput_intervals": rates,
-            "run_intervals": runs,
-            "run_throughputs": [p["metrics"]["throughput"] for p in ok],
-            "repeats": len(ok),
-            "name": _setting_name(first["metrics"]["name"]),
-        }
-        for key in ("accuracy", "precision", "recall", "f1", "perplexity"):
-            values = [p["metrics"][key] for p in ok if p["metrics"].get(key) is not None]
-            metrics[key] = sum(values) / len(values) if values else None
-        pooled.append({**first, "metrics": metrics, "history": first["history"]})
+        runs = [runs_of(p["metrics"])[0] for p in ok]
+        keys = {key for p in ok for key in p["metrics"]}
+        metrics = {key: pooled_value(key, [p["metrics"].get(key) for p in ok]) for key in keys}
+        throughput, low, high, covers = setting_ci(runs)
+        metrics.update(
+            throughput=throughput,
+            throughput_ci_low=low,
+            throughput_ci_high=high,
+            throughput_ci_covers=covers,
+            throughput_intervals=[rate for run in runs for rate in run.rates],
+            run_intervals=[list(run.rates) for run in runs],
+            run_interval_seconds=[list(run.seconds) for run in runs],
+            throughput_interval_seconds=[sec for run in runs for sec in run.seconds],
+            run_throughputs=[run.throughput for run in runs],
+            repeats=len(ok),
+            name=_setting_name(ok[0]["metrics"]["name"]),
+        )
+        if "tokens_per_s" in metrics:
+            metrics["tokens_per_s"] = throughput
+        pooled.append({**ok[0], "metrics": metrics, "history": ok[0]["history"]})
         pooled += [p for p in group if p not in ok]
     return sorted(pooled, key=lambda p: p["point"])
 

@@ -4,8 +4,9 @@ a figure is one row here plus the line that computes it. Torch-free: the report 
 
 Columns of a row: the key in metrics.json / history, the label in the terminal summary (with its unit), its
 format, which way is better, its group, where it appears (`summary`: the terminal summary; `header`: a column
-of the report's table under that header; `csv`: a column of results.csv), a display scale, and for history
-series the W&B summary (`wandb`).
+of the report's table under that header; `csv`: a column of results.csv), a display scale, for history
+series the W&B summary (`wandb`), and how a setting's runs pool into one row (`pool`; by its group where not given:
+POOL_BY_GROUP).
 """
 
 import re
@@ -24,6 +25,7 @@ class Figure:
     csv: bool = True
     scale: float = 1.0
     wandb: str = ""  # history series only: the W&B summary (max | min | mean)
+    pool: str = ""  # median | mean | max | sum | first | runs (computed from the runs themselves: compare.py)
 
 
 def _compare(key, header, fmt, better, scale=1.0):
@@ -32,16 +34,27 @@ def _compare(key, header, fmt, better, scale=1.0):
 
 
 FIGURES = [
-    Figure("throughput", "throughput (samples/s)", "{:,.0f}", "higher", "speed", header="samples/s"),
-    Figure("throughput_ci_low", "  95% interval, low", "{:,.0f}", "higher", "speed"),
-    Figure("throughput_ci_high", "  95% interval, high", "{:,.0f}", "higher", "speed"),
+    Figure("throughput", "throughput (samples/s)", "{:,.0f}", "higher", "speed", header="samples/s", pool="runs"),
+    # a run's summary shows its within-run interval; a pooled row's (the report) covers run-to-run noise
+    Figure("throughput_ci_low", "  within-run 95%, low", "{:,.0f}", "higher", "speed", pool="runs"),
+    Figure("throughput_ci_high", "  within-run 95%, high", "{:,.0f}", "higher", "speed", pool="runs"),
+    Figure("throughput_ci_covers", "the interval covers", "{}", "", "speed", summary=False, pool="runs"),
+    Figure("median_interval_rate", "median log interval (samples/s)", "{:,.0f}", "higher", "speed"),
+    Figure("median_interval_rate_ci_low", "  its 95%, low", "{:,.0f}", "higher", "speed", summary=False),
+    Figure("median_interval_rate_ci_high", "  its 95%, high", "{:,.0f}", "higher", "speed", summary=False),
+    Figure("stall_ratio", "slowest interval (x the median)", "{:.2f}x", "lower", "speed", header="stall", pool="max"),
     Figure("throughput_cv", "  CV over log intervals", "{:.1%}", "lower", "speed", header="CV"),
-    Figure("timed_samples", "samples timed", "{:,}", "", "speed", summary=False),
-    Figure("repeats", "repeats pooled", "{}", "", "speed", summary=False, header="repeats"),
+    Figure("timed_samples", "samples timed", "{:,}", "", "speed", summary=False, pool="sum"),
+    Figure("repeats", "repeats pooled", "{}", "", "speed", summary=False, header="repeats", pool="runs"),
     _compare("speedup", "speed-up", "{:.2f}x", "higher"),
     Figure("speedup_low", "speed-up 95% low", "{:.3f}", "higher", "comparison", summary=False),
     Figure("speedup_high", "speed-up 95% high", "{:.3f}", "higher", "comparison", summary=False),
     Figure("speedup_interval", "95% interval", "{}", "", "comparison", summary=False, header="95% interval", csv=False),
+    Figure("speedup_covers", "speed-up interval covers", "{}", "", "comparison", summary=False),
+    Figure("speedup_p", "p (speed-up <= 1 + min gain)", "{:.4f}", "lower", "comparison", summary=False),
+    Figure("reliably_faster", "reliably faster (Holm)", "{}", "", "comparison", summary=False, header="reliable"),
+    _compare("detectable_speedup", "detectable", "{:.2f}x", "lower"),
+    Figure("comparisons", "settings compared", "{}", "", "comparison", summary=False),
     Figure("step_time_p50_ms", "step time p50 (ms)", "{:.2f}", "lower", "speed", header="step p50 ms"),
     Figure("step_time_p90_ms", "step time p90 (ms)", "{:.2f}", "lower", "speed", header="step p90 ms"),
     Figure("data_time_share", "data-loading share", "{:.1%}", "lower", "speed", header="data share"),
@@ -52,6 +65,7 @@ FIGURES = [
     Figure("flops_per_token", "train MFLOPs / token", "{:.2f}", "", "speed", scale=1e-6),
     Figure("achieved_tflops", "achieved TFLOP/s", "{:.2f}", "higher", "speed", header="TFLOP/s"),
     Figure("mfu", "MFU (of dense peak)", "{:.1%}", "higher", "speed", header="MFU"),
+    Figure("mfu_peak", "  MFU is against", "{}", "", "speed", csv=False),
     Figure("mfu_unavailable", "MFU", "{}", "", "speed", csv=False),
     Figure("time_to_target_s", "time to target acc (s)", "{:.2f}", "lower", "speed", header="time-to-acc s"),
     Figure("time_to_target_note", "  time to target", "{}", "", "speed", csv=False),
@@ -63,7 +77,7 @@ FIGURES = [
     Figure("f1", "val F1 (macro)", "{:.4f}", "higher", "quality", header="F1"),
     Figure("perplexity", "val perplexity", "{:.3f}", "lower", "quality", header="perplexity"),
     Figure("val_loss", "val loss", "{:.4f}", "lower", "quality", csv=False),
-    Figure("skipped_samples", "unreadable samples skipped", "{:,}", "lower", "quality"),
+    Figure("skipped_samples", "unreadable samples skipped", "{:,}", "lower", "quality", pool="sum"),
     Figure("peak_mem_allocated_mb", "peak allocated (MB)", "{:,.0f}", "lower", "memory", csv=False),
     Figure("peak_mem_reserved_mb", "peak reserved (MB)", "{:,.0f}", "lower", "memory", csv=False),
     Figure("peak_rss_mb", "peak RSS (MB)", "{:,.0f}", "lower", "memory", csv=False),
@@ -142,6 +156,40 @@ FIGURES = [
     Figure("train/tokens_per_s", "tokens/s", better="higher", group="history", summary=False, csv=False, wandb="mean"),
 ]
 BY_KEY = {f.key: f for f in FIGURES}
+# how a setting's runs pool, where a figure does not say: quality is averaged over the runs (seeds), a peak is the
+# largest run's, a setting is the same in every run, the rest is the median run's
+POOL_BY_GROUP = {"quality": "mean", "memory": "max", "setting": "first", "model": "first"}
+
+
+def pool_rule(key: str) -> str:
+    figure = BY_KEY.get(key)
+    if figure is None:
+        return "first"
+    return figure.pool or POOL_BY_GROUP.get(figure.group, "median")
+
+
+def pooled(key: str, values: list):
+    """The runs' values of one figure pooled by its rule (numbers only; otherwise the first run's)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    rule = pool_rule(key)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+    if rule == "first" or not numbers:
+        return present[0]
+    if rule == "mean":
+        return sum(present) / len(present)
+    if rule == "max":
+        return max(present)
+    if rule == "sum":
+        return sum(present)
+    ordered_values = sorted(present)
+    middle = len(ordered_values) // 2
+    return (
+        ordered_values[middle] if len(ordered_values) % 2 else (ordered_values[middle - 1] + ordered_values[middle]) / 2
+    )
+
+
 FIRST = ("status", "name", "error_type", "error")
 
 

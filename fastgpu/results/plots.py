@@ -1,7 +1,7 @@
 """The sweep report's plots, made to be read at a glance: every point a numbered marker with its 95% interval
-as an error bar and its name in a legend beside the axes (no label sits on another), the Pareto front only
-where it joins two or more points, and throughput against memory and energy instead of accuracy where accuracy
-means nothing (synthetic data, random labels)."""
+(within-run or run-to-run, as the axis says) as an error bar and its name in a legend beside the axes (no label sits
+on another), the Pareto front only where it joins two or more points, and throughput against memory and energy
+instead of accuracy where accuracy means nothing (synthetic data, random labels)."""
 
 from pathlib import Path
 
@@ -47,14 +47,14 @@ def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True, tole
     plt = _pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r["throughput"] is not None and r.get(y) is not None]
     fig, ax = plt.subplots(figsize=(9, 5))
-    bars = False
+    bars = set()  # what the drawn intervals cover: within-run 95% (one run) or run-to-run 95% (repeats)
     offsets = _label_offsets(ok, y)
     for number, r in enumerate(ok, 1):
         low, high = r.get("throughput_ci_low"), r.get("throughput_ci_high")
         xerr = [[r["throughput"] - low], [high - r["throughput"]]] if low is not None and high is not None else None
         color = f"C{(number - 1) % 10}"
         if xerr is not None:
-            bars = True
+            bars.add(r.get("throughput_ci_covers") or "95%")
             ax.errorbar(r["throughput"], r[y], xerr=xerr, fmt="none", ecolor=color, capsize=3, alpha=0.7)
         label = f"{number}. {row_label(r['name'], r['baseline'])}"
         ax.scatter(r["throughput"], r[y], s=18, color=color, label=label, zorder=3)
@@ -80,7 +80,9 @@ def throughput_figure(rows: list, y: str, ylabel: str, higher: bool = True, tole
         pad = max(high - low, 3 * tolerance) - (high - low)
         ax.set_ylim(low - pad / 2 - 0.05 * tolerance, high + pad / 2 + 0.05 * tolerance)
     ax.set(
-        xlabel=f"throughput ({unit_of(rows)}/s, median{'; bars: 95% interval' if bars else ''})",
+        xlabel=f"throughput ({unit_of(rows)}/s, work over the timed window"
+        + (f"; bars: {' or '.join(sorted(bars))} interval" if bars else "")
+        + ")",
         ylabel=ylabel,
         title=f"Throughput vs {ylabel}",
     )

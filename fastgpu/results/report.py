@@ -13,12 +13,31 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fastgpu.results.compare import ONE_RUN, by_device, pool_repeats, recommend, setting_of, timed_together
+from fastgpu.results.compare import (
+    ONE_RUN,
+    WARMUP_ROUND,
+    by_device,
+    pool_repeats,
+    recommend,
+    runs_of,
+    setting_of,
+    timed_together,
+)
 from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
 from fastgpu.results.naming import row_label, shown
 from fastgpu.results.plots import write_plots
 from fastgpu.results.search_sections import SEARCH_STATUSES, mark_probes, mark_rungs, max_batch_section, rung_section
-from fastgpu.results.stats import paired_ratio_ci, ratio_ci, runs_measured
+from fastgpu.results.stats import (
+    RUN_TO_RUN,
+    WITHIN_RUN,
+    compare,
+    detectable_speedup,
+    holm,
+    noise_upper,
+    paired_ratio_ci,
+    run_noise,
+    runs_needed,
+)
 from fastgpu.results.store import HISTORY_FILE, UNREADABLE, point_metrics, read_history, read_ledger
 
 COLUMNS = ["point", "rung", "name", "overrides", "status", "error", *csv_keys(), "dir"]  # results.csv
@@ -80,25 +99,64 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def _runs(m: dict):
-    """A point's interval rates, one list per run (pooled repeats) or its one run's."""
-    return m.get("run_intervals") or m.get("throughput_intervals")
+def _speedup(m: dict, base: dict, min_gain: float) -> dict:
+    """A point's speed-up over the baseline (stats.compare: Welch over runs, or within-run with one run of either);
+    the plain ratio of throughputs where a point recorded no intervals."""
+    if runs_of(m) and runs_of(base):
+        c = compare(runs_of(m), runs_of(base), min_gain)
+        return {
+            "speedup": c.ratio,
+            "speedup_low": c.low,
+            "speedup_high": c.high,
+            "runs_measured": c.runs_measured,
+            "speedup_covers": c.covers if c.low is not None else None,
+            "speedup_p": c.p_value,
+            "speedup_se": c.se,
+            "speedup_df": c.df,
+        }
+    return {
+        "speedup": _ratio(m.get("throughput"), base.get("throughput")),
+        "speedup_low": None,
+        "speedup_high": None,
+        "runs_measured": False,
+    }
 
 
-def _speedup(m: dict, base: dict) -> tuple:
-    """(speed-up, low, high, run-to-run noise in the interval) of a point's throughput over the baseline's: the
-    ratio of their pooled median rates with a 95% two-level bootstrap interval (fastgpu/results/stats.py; no
-    interval where a point recorded no rates)."""
-    if _runs(m) and _runs(base):
-        return (*ratio_ci(_runs(m), _runs(base)), runs_measured(_runs(m), _runs(base)))
-    return _ratio(m.get("throughput"), base.get("throughput")), None, None, False
+def _interval_text(low: float, high: float, covers: str = "") -> str:
+    """An interval as the table shows it; a within-run one says so (it leaves run-to-run noise out)."""
+    return f"[{low:.2f}, {high:.2f}]" + (" within-run" if covers == WITHIN_RUN else "")
 
 
-def _interval_text(low: float, high: float) -> str:
-    return f"[{low:.2f}, {high:.2f}]"
+def correct_for_comparisons(rows: list, min_gain: float) -> None:
+    """Holm over the settings compared with the baseline over runs: `reliably_faster`, `comparisons` (how many were
+    corrected for), and each one's `detectable_speedup` (80% power at Holm's strictest level)."""
+    tested = [r for r in rows if r["status"] == "ok" and not r["baseline"] and r.get("speedup_p") is not None]
+    for row, rejected in zip(tested, holm([r["speedup_p"] for r in tested])):
+        row["reliably_faster"] = rejected
+        row["comparisons"] = len(tested)
+        row["detectable_speedup"] = detectable_speedup(row["speedup_se"], row["speedup_df"], len(tested), min_gain)
 
 
-def build_rows(points: list, baseline) -> list:
+def power_note(points: list, rows: list, min_gain: float) -> str:
+    """How many runs a setting a 10% and a 20% gain need at the sweep's own run-to-run noise."""
+    settings = [runs_of(p["metrics"]) for p in points if p["metrics"].get("repeats")]
+    sd, df = run_noise(settings)
+    if sd is None:
+        return ""
+    compared = max(sum(1 for r in rows if r["status"] == "ok" and not r["baseline"]), 1)
+    upper = noise_upper(sd, df)
+    needs = []
+    for gain in (0.10, 0.20):
+        n = runs_needed(upper, gain, compared, min_gain)
+        needs.append(f"{gain:.0%}: {'over 200' if n is None else f'about {n}'}")
+    return (
+        f"Power: run-to-run noise {sd:.1%} a run (sd of log throughput over {df} degrees of freedom; planned at its "
+        f"80% upper bound, {upper:.1%}); to call a gain reliable 8 times in 10 with {compared} "
+        f"setting{'s' if compared > 1 else ''} compared, runs a setting (trainer.repeats) for {needs[0]}, {needs[1]}."
+    )
+
+
+def build_rows(points: list, baseline, min_gain: float = 0.03) -> list:
     base = baseline["metrics"] if baseline else {}
     rows = []
     for p in points:
@@ -115,13 +173,14 @@ def build_rows(points: list, baseline) -> list:
         }
         row.update({key: m.get(key) for key in COLUMNS if key not in row})
         if p is baseline:  # 1x by definition: an interval of the baseline against itself would only show its noise
-            row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = 1.0, None, None, False
+            row.update(speedup=1.0, speedup_low=None, speedup_high=None, runs_measured=False)
         else:
-            row["speedup"], row["speedup_low"], row["speedup_high"], row["runs_measured"] = _speedup(m, base)
+            row.update(_speedup(m, base, min_gain))
         for key in ("speedup", "latency_ratio"):
             if row.get(f"{key}_low") is not None:
                 label = "speedup_interval" if key == "speedup" else "latency_interval"
-                row[label] = _interval_text(row[f"{key}_low"], row[f"{key}_high"])
+                covers = row.get("speedup_covers") if key == "speedup" else WITHIN_RUN
+                row[label] = _interval_text(row[f"{key}_low"], row[f"{key}_high"], covers)
         row["memory_ratio"] = _ratio(row["peak_memory_mb"], peak_memory_mb(base) if base else None)
         row["energy_ratio"] = _ratio(row["energy_per_sample_j"], base.get("energy_per_sample_j"))
         row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if row["accuracy"] is not None and base else None
@@ -142,7 +201,8 @@ def paired_rounds(points: list, baseline_overrides=()) -> dict:
     throughput over the other's (the baseline's)}, or {} when the sweep is not such a pairing."""
     ok = [p for p in points if p["metrics"].get("status") == "ok" and p["metrics"].get("throughput")]
     settings = sorted({setting_of(p["overrides"]) for p in ok})
-    in_one_process = sorted(p["metrics"].get("runs_before_in_process", -1) for p in points) == list(range(len(points)))
+    before = sorted(p["metrics"].get("runs_before_in_process", -1) for p in points)  # after a warm-up round: from 2
+    in_one_process = bool(before) and before[0] >= 0 and before == list(range(before[0], before[0] + len(points)))
     if len(settings) != 2 or not in_one_process or any(_round(p) is None for p in ok):
         return {}
     base = find_baseline(ok, baseline_overrides)
@@ -155,8 +215,9 @@ def paired_rounds(points: list, baseline_overrides=()) -> dict:
     return {other: ratios} if len(ratios) >= 2 else {}
 
 
-def apply_pairs(rows: list, paired: dict) -> None:
-    """The paired setting's speed-up: the geometric mean of its per-round ratios, with their t-interval."""
+def apply_pairs(rows: list, paired: dict, min_gain: float) -> None:
+    """The paired setting's speed-up: the geometric mean of its per-round ratios, with their t-interval (one
+    comparison: reliably faster when its lower end clears 1 + min_gain)."""
     for row in rows:
         setting = setting_of(row["overrides"].split())
         if setting in paired:
@@ -164,6 +225,9 @@ def apply_pairs(rows: list, paired: dict) -> None:
             row["speedup"], row["speedup_low"], row["speedup_high"] = paired_ratio_ci(ratios)
             row["speedup_interval"] = _interval_text(row["speedup_low"], row["speedup_high"])
             row["runs_measured"] = True  # independent rounds: their spread is the run-to-run noise
+            row["speedup_covers"], row["speedup_p"] = RUN_TO_RUN, None
+            row["reliably_faster"] = row["speedup_low"] is not None and row["speedup_low"] > 1 + min_gain
+            row["comparisons"] = 1
             row["paired_ratios"] = ratios
 
 
@@ -182,7 +246,10 @@ def interval_note(rows: list) -> str:
             f"{len(r['paired_ratios'])} rounds)."
         )
     if all(r.get("runs_measured") for r in compared):
-        return " Intervals: two-level bootstrap over each setting's runs (run-to-run noise included)."
+        return (
+            " Intervals: Welch t over each setting's runs (run-to-run noise included); reliably faster: Holm-corrected"
+            f" over the {len(compared)} settings compared."
+        )
     return f" Intervals: within-run only ({ONE_RUN})."
 
 
@@ -240,6 +307,8 @@ def build_report(
     the sweep ran on gets its own baseline, table and recommendation."""
     sweep_dir = Path(sweep_dir)
     points = collect_points(sweep_dir)
+    warmup = [p for p in points if WARMUP_ROUND in (o.lower() for o in p["overrides"])]
+    points = [p for p in points if p not in warmup]
     halving = mark_rungs(points, read_ledger(sweep_dir, HALVING_LEDGER))
     max_batch = mark_probes(points, read_ledger(sweep_dir, MAX_BATCH_LEDGER))
     paired = paired_rounds(points, baseline_overrides)
@@ -251,10 +320,14 @@ def build_report(
     rows, sections, recommendations, baseline = [], [], [], None
     for device, group in groups.items():
         baseline = find_baseline(group, baseline_overrides)
-        group_rows = build_rows(group, baseline)
+        group_rows = build_rows(group, baseline, min_gain)
         if paired:
-            apply_pairs(group_rows, paired)
+            apply_pairs(group_rows, paired, min_gain)
+        correct_for_comparisons(group_rows, min_gain)
         recommendation = in_unit(recommend(group_rows, tolerance, min_gain, noise_floor), unit_of(group_rows))
+        power = "" if paired else power_note(group, group_rows, min_gain)  # paired rounds: their own t-interval
+        if power:
+            recommendation += "\n" + power
         rows += group_rows
         heading = [f"## On {device}", ""] if len(groups) > 1 else []
         recommendations.append(f"On {device}: {recommendation}" if len(groups) > 1 else recommendation)
@@ -262,7 +335,8 @@ def build_report(
             recommendations[-1],
             "",
             f"Baseline: {baseline['metrics'].get('name') if baseline else 'none'}; speed-up (with its 95% interval), "
-            "Δacc and memory ratio are against it." + interval_note(group_rows),
+            "Δacc and memory ratio are against it. Throughput: work over the timed window (stalls included); stall: "
+            "the slowest log interval against the median one." + interval_note(group_rows),
             "",
             markdown_table(group_rows),
             "",
@@ -313,6 +387,12 @@ def build_report(
         + (f", {len(unreadable)} unreadable." if unreadable else "."),
         "",
     ]
+    if warmup:
+        sections += [
+            f"Warm-up round: {len(warmup)} run{'s' if len(warmup) > 1 else ''} trained first in the same process "
+            "(hydra.sweeper.warmup_rounds), not compared.",
+            "",
+        ]
     lines += sections
     lines += [in_unit(line, unit_of(rows)) for line in rung_section(halving) + max_batch_section(max_batch)]
     if failed:

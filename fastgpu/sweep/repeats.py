@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+from fastgpu.results.compare import WARMUP_ROUND
+
 ORDERS = ("shuffle", "alternate")
 
 
@@ -36,24 +38,35 @@ def round_order(points: int, repeats: int, order: str = "shuffle", seed: int = 0
     return jobs
 
 
-def rounds(grid: list, repeats: int, order: str = "shuffle", seed: int = 0) -> list:
+def rounds(grid: list, repeats: int, order: str = "shuffle", seed: int = 0, warmup_rounds: int = 0) -> list:
     """The jobs of `repeats` rounds over `grid` (each job a list of overrides), each with its round's
-    `trainer.repeat=r`; one round: the grid as Hydra gives it."""
+    `trainer.repeat=r`; one round: the grid as Hydra gives it. `warmup_rounds` rounds come first, in the grid's
+    order, marked WARMUP_ROUND: in one process (+experiment=ab) the first runs pay its one-time costs (imports,
+    allocator growth, caches), which the report must not book on the setting that happened to run first."""
     tag = (lambda r: [f"trainer.repeat={r}"]) if repeats > 1 else (lambda r: [])
-    return [[*grid[i], *tag(r)] for i, r in round_order(len(grid), repeats, order, seed)]
+    warmup = [[*point, WARMUP_ROUND] for _ in range(warmup_rounds) for point in grid]
+    return warmup + [[*grid[i], *tag(r)] for i, r in round_order(len(grid), repeats, order, seed)]
 
 
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size=None, params=None, repeats: int = 1, order: str = "shuffle", seed: int = 0):
+    def __init__(
+        self,
+        max_batch_size=None,
+        params=None,
+        repeats: int = 1,
+        order: str = "shuffle",
+        seed: int = 0,
+        warmup_rounds: int = 0,
+    ):
         # BasicSweeper.__init__'s attributes, set here: it calls super(BasicSweeper, self), and Hydra's plugin scan
         # re-executes its module, after which that name is another class than the one this one derives from
         self.overrides, self.batch_index, self.max_batch_size, self.params = None, 0, max_batch_size, params or {}
         self.hydra_context = self.config = self.launcher = None
-        self.repeats, self.order, self.seed = int(repeats), order, int(seed)
+        self.repeats, self.order, self.seed, self.warmup_rounds = int(repeats), order, int(seed), int(warmup_rounds)
 
     def split_arguments(self, overrides, max_batch_size):
         (grid,) = BasicSweeper.split_arguments(overrides, None)
-        jobs = rounds(grid, self.repeats, self.order, self.seed)
+        jobs = rounds(grid, self.repeats, self.order, self.seed, self.warmup_rounds)
         if max_batch_size is None:
             return [jobs]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
@@ -70,6 +83,7 @@ class GridSweeperConf:
     repeats: Any = "${oc.select:trainer.repeats,1}"
     order: str = "shuffle"  # shuffle (each round's order seeded by seed + round) | alternate (forward, then reversed)
     seed: int = 0
+    warmup_rounds: int = 0  # rounds run first and not compared (+experiment=ab: 1, its runs share one process)
 
 
 def register_grid_sweeper() -> None:

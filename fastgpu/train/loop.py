@@ -22,7 +22,7 @@ from fastgpu.train.step import backward_step, optimizer_step
 def fit(job, p, meter, recorder, preemption) -> None:
     """Train from progress `p` to `job.total_steps`, evaluating every `trainer.eval_every_n_epochs`."""
     tcfg = job.cfg.trainer
-    loss_sum = torch.full((), p.loss_sum, device=job.device)
+    loss_sum = running_loss_sum(p.loss_sum, job.device)
     scaler_sync = meter.sync_allowed if job.scaler.is_enabled() else contextlib.nullcontext
     checkpoint_every = tcfg.checkpoint_every_n_steps or math.inf
     show = job.env.is_main and tcfg.progress_bar
@@ -67,6 +67,13 @@ def fit(job, p, meter, recorder, preemption) -> None:
             break
     p.loss_sum = float(loss_sum)
     bar.close()
+
+
+def running_loss_sum(start: float, device) -> torch.Tensor:
+    """The sum of every step's loss, on the device (no sync per step), in float64: after 10^6 steps of loss ~2 a
+    float32 sum keeps steps of 0.25, and the logged mean loss (and the divergence check that reads it) would move in
+    steps of that size over the log interval."""
+    return torch.full((), start, dtype=torch.float64, device=device)
 
 
 def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, periodic, bar) -> None:
