@@ -91,7 +91,8 @@ def _worker(rank: int, world: int, port: int, strategy: str, out_dir: str, accum
 
         record = {"wrapped": wrapped, "params": {}, "sharded": {}, "collectives": collectives}
         if model_name.startswith("gpt"):
-            record["tied"] = model.lm_head.weight is model.wte.weight
+            bare = getattr(model, "module", model)  # DDP wraps; FSDP2 keeps the model itself
+            record["tied"] = bare.lm_head.weight is bare.wte.weight
         if accumulate > 1:
             record["collectives_synced"] = synced
         for name, p in model.named_parameters():

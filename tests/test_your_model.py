@@ -430,6 +430,7 @@ def test_zoo_models_by_name_train_a_few_steps(zoo, tmp_path):
     metrics = launch(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["steps"] == 4 and metrics["params"] > 0
     assert metrics["throughput_unit"] == ("tokens" if extra == "hf" else "samples")
+    assert metrics["flops_per_token" if extra == "hf" else "flops_per_sample"] > 0  # counted: MFU on a GPU
 
 
 def test_a_language_model_sweep_never_says_samples_or_plain_accuracy(tmp_path, monkeypatch, capsys):
