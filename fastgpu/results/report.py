@@ -248,7 +248,7 @@ def interval_note(rows: list) -> str:
     if all(r.get("runs_measured") for r in compared):
         return (
             " Intervals: Welch t over each setting's runs (run-to-run noise included); reliably faster: Holm-corrected"
-            f" over the {len(compared)} settings compared."
+            f" over the {len(compared)} setting{'s' if len(compared) > 1 else ''} compared."
         )
     return f" Intervals: within-run only ({ONE_RUN})."
 
