@@ -41,9 +41,9 @@ if [ "$DEVICE" = cuda ]; then
             data.batch_size=256 data.eval_batch_size=256 data.train_samples=1024 data.val_samples=256
             data.device_resident=true trainer.device=cuda)
   PLAIN=(--model resnet50 --image-size 224 --classes 1000 --batch 256)
-  POINTS=("precision=fp32 export=[torch_export]|fp32" "precision=fp32 channels_last=true|fp32,cl"
+  POINTS=("precision=fp32 deploy=true export=[torch_export]|fp32" "precision=fp32 channels_last=true|fp32,cl"
           "precision=tf32|tf32" "precision=tf32 channels_last=true|tf32,cl" "precision=bf16|bf16"
-          "precision=bf16 channels_last=true export=[torch_export]|bf16,cl" "precision=fp16|fp16"
+          "precision=bf16 channels_last=true deploy=true export=[torch_export]|bf16,cl" "precision=fp16|fp16"
           "precision=fp16 channels_last=true|fp16,cl"
           "precision=bf16 channels_last=true compile=true trainer.sync_debug=off|bf16,cl,compile")
   if [ -n "${LEVERS:-}" ]; then  # the expert levers (issue 14): compile modes, fused SGD, cudnn.benchmark (default on)
@@ -67,7 +67,7 @@ else
   PLAIN=(--model small_cnn --image-size 32 --classes 10 --batch 32)
   # two points that exercise every step of the script; no compile point: inductor's CPU compile takes minutes on
   # 2 cores (compile is tested in tests/test_train.py)
-  POINTS=("precision=fp32 export=[torch_export]|fp32" "precision=bf16 channels_last=true export=[torch_export]|bf16,cl")
+  POINTS=("precision=fp32 deploy=true export=[torch_export]|fp32" "precision=bf16 channels_last=true deploy=true export=[torch_export]|bf16,cl")
   GPT_WORKLOAD=(task=language_model model=gpt data=text model.n_layer=2 model.n_head=4 model.n_embd=64
                 data.block_size=64 data.batch_size=8 trainer.device=cpu)
   GPT_PLAIN=(--model gpt --block-size 64 --batch 8 --model-args n_layer=2 n_head=4 n_embd=64)

@@ -128,6 +128,8 @@ class FastGPUConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     export: List[str] = field(default_factory=lambda: ["torch_export"])  # torch_export, onnx; [] for none
+    # export and the inference benchmark: auto = where the run compresses (what they answer), true, false
+    deploy: Any = "auto"
     compile: Any = False  # false (eager) | true (torch.compile in compile_mode) | a mode name, e.g. max-autotune
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     channels_last: bool = False
@@ -180,6 +182,12 @@ class Range:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def deploys(cfg) -> bool:
+    """Whether the run exports its model and times inference: `deploy`, where auto means when it compresses."""
+    deploy = cfg.get("deploy", "auto")  # absent from configs saved before the key existed
+    return cfg.compression.name != "none" if deploy == "auto" else bool(deploy)
 
 
 def compile_mode(cfg):
@@ -285,6 +293,7 @@ RANGES = {
     "report.noise_floor": _at_least(0, optional=True),
     "compile_mode": _one_of(*COMPILE_MODES),
     "compile": _one_of(False, True, *COMPILE_MODES),
+    "deploy": _one_of("auto", True, False),
 }
 
 

@@ -163,7 +163,11 @@ def test_onnx_export_runs_like_the_model(tmp_path, quiet_wandb):
 
     metrics = launch(
         compose_cfg(
-            "export=[torch_export,onnx]", "trainer.epochs=2", "trainer.progress_bar=false", "inference.benchmark=false"
+            "deploy=true",
+            "export=[torch_export,onnx]",
+            "trainer.epochs=2",
+            "trainer.progress_bar=false",
+            "inference.benchmark=false",
         ),
         tmp_path,
     )

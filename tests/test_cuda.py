@@ -75,7 +75,9 @@ RESIDENT = ["data=synthetic", "data.device_resident=true", "data.batch_size=256"
     "overrides", [["precision=fp16"], ["precision=bf16", "channels_last=true"], ["precision=bf16", "compile=true"]]
 )
 def test_training_on_cuda_records_device_memory_and_steady_windows(tmp_path, overrides):
-    cfg = compose_cfg(*RESIDENT, "trainer.monitor_interval_s=0.05", *TINY, "trainer.max_steps=150", *overrides)
+    cfg = compose_cfg(
+        *RESIDENT, "trainer.monitor_interval_s=0.05", *TINY, "trainer.max_steps=150", "deploy=true", *overrides
+    )
     metrics = launch(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["device"] == "cuda"
     assert 0 < metrics["peak_mem_allocated_mb"] <= metrics["peak_mem_reserved_mb"]

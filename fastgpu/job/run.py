@@ -14,7 +14,7 @@ import fastgpu
 from fastgpu.components import component_name
 from fastgpu.compress.finalize import compress_and_deploy
 from fastgpu.compress.methods import training_hook
-from fastgpu.config import compile_mode
+from fastgpu.config import compile_mode, deploys
 from fastgpu.errors import BatchLargerThanData, FastGPUError
 from fastgpu.job.recorder import Recorder
 from fastgpu.measure.compiled import compile_record, start_compile_record
@@ -147,9 +147,15 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     shutdown(env)
     if env.is_main:
         write_metrics(out_dir, metrics)  # the training results are safe before compression and export start
-        metrics.update(compress_and_deploy(cfg, model_state, job.device, job.precision, p.val, out_dir))
+        if deploys(cfg):
+            metrics.update(compress_and_deploy(cfg, model_state, job.device, job.precision, p.val, out_dir))
+        else:
+            metrics.update(compression="none", deploy_note=NOT_DEPLOYED)
         recorder.finish(metrics)
     return metrics
+
+
+NOT_DEPLOYED = "not measured: deploy=true exports the model and times inference (auto: when compressing)"
 
 
 def build(cfg, env: DistEnv) -> Job:

@@ -108,6 +108,7 @@ FIGURES = [
     Figure("ended_at", "ended (UTC)", "{}", "", "setting", summary=False),
     Figure("params", "parameters", "{:,}", "", "model"),
     Figure("model_size_mb", "model size (MB)", "{:.2f}", "lower", "model", header="size MB"),
+    Figure("deploy_note", "deployment figures", "{}", "", "model", csv=False),
     # compression: shown where a point was compressed
     Figure("compression", "compression", "{}", "", "compression"),
     Figure("deploy_device", "deployed and measured on", "{}", "", "compression", header="latency on"),
