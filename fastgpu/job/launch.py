@@ -118,7 +118,6 @@ def launch(cfg, out_dir: Path, overwrite: bool = False) -> dict:
         record = failure_record(exc, cfg)
         if main:
             _record_failure(out_dir, cfg, record)
-        _close_wandb_run()
         watch = getattr(exc, "watch", None)
         if watch is not None:  # preempted after saving its state: let the previous handler (submitit) requeue
             watch.hand_on()
@@ -163,17 +162,6 @@ def _record_failure(out_dir: Path, cfg, record: dict) -> None:
         add_failure(out_dir, {**record, "name": cfg.logger.wandb.name, "batch_size": cfg.data.batch_size})
     except OSError:
         pass
-
-
-def _close_wandb_run() -> None:
-    """Close this process's W&B run as failed (a resume reopens it by id). Best effort: when Slurm signals
-    the whole job, W&B's own service process may already be gone."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        try:
-            wandb.run.finish(exit_code=1)
-        except Exception:
-            pass
 
 
 class RunFailed(Exception):

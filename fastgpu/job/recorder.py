@@ -1,5 +1,5 @@
-"""What a run writes: history.jsonl and the W&B run (rank 0), checkpoint.pt (gathered from every rank), and
-the resume of an unfinished checkpoint of the same configuration."""
+"""What a run writes: history.jsonl and, by a logger following it, the W&B run (rank 0), checkpoint.pt (gathered
+from every rank), and the resume of an unfinished checkpoint of the same configuration."""
 
 import sys
 from pathlib import Path
@@ -18,7 +18,8 @@ from fastgpu.train.fingerprint import config_fingerprint
 
 
 class Recorder:
-    """What a run writes: history.jsonl and the W&B run (rank 0), checkpoint.pt (gathered from every rank)."""
+    """What a run writes: history.jsonl and, by a logger following it, the W&B run (rank 0), checkpoint.pt
+    (gathered from every rank)."""
 
     def __init__(self, cfg, out_dir: Path, main: bool):
         self.cfg, self.out_dir, self.main = cfg, Path(out_dir), main
@@ -28,22 +29,23 @@ class Recorder:
 
     def start(self) -> None:
         """Before the job builds: read an unfinished checkpoint of this same configuration (a requeued job, +resume),
-        and start opening the W&B run (rank 0) under its id, so that W&B's start overlaps the build."""
+        cut the history back to it (or to nothing on a fresh start), and start W&B's logger (rank 0) under the run's
+        id, so that W&B's start overlaps the build."""
         self.saved = resumable_state(self.checkpoint_path, self.fingerprint)
         if self.main:
-            from fastgpu.results.wandb_logger import WandbLogger
+            from fastgpu.results.wandb_logger import WANDB_UNREACHABLE, WandbLogger
 
-            resume_id = self.saved["progress"].get("wandb_id") if self.saved else None
-            self.logger = WandbLogger(self.cfg, self.out_dir, resume_id)
+            progress = self.saved["progress"] if self.saved else {}
+            lines = progress.get("history_lines", 0)
+            truncate_history(self.out_dir, lines)  # what an interrupted run logged after its last checkpoint goes
+            sweep = self.out_dir.parent if (self.out_dir.parent / "multirun.yaml").exists() else None
+            marker = sweep / WANDB_UNREACHABLE if sweep else None
+            self.logger = WandbLogger(self.cfg, self.out_dir, progress.get("wandb_id"), lines, marker)
 
-    def abandon(self) -> None:
-        """The job did not build: its W&B run (opened meanwhile) ends as failed."""
+    def close_logger(self) -> None:
+        """W&B logs what the run recorded and finishes (whether the run finished or failed)."""
         if self.logger is not None:
-            try:
-                self.logger.ready()
-            except Exception:
-                return
-            self.logger.finish({}, exit_code=1)
+            self.logger.close()
 
     def open(self, job, meter, monitor) -> Progress:
         """Continue from the checkpoint `start` read, or start afresh; open the history and wait for the W&B run;
@@ -57,26 +59,22 @@ class Recorder:
             self.p = load_state(saved, job.model, job.optimizer, job.scheduler, job.scaler)
             meter.load_state_dict(self.p.meter)
             if self.main:
-                truncate_history(self.out_dir, self.p.history_lines)
                 print(
                     f"fastgpu: resuming {self.out_dir} at step {self.p.step} (epoch {self.p.epoch}, "
                     f"batch {self.p.batch_in_epoch})",
                     file=sys.stderr,
                 )
         elif self.main:  # a fresh start: nothing of an earlier failed attempt stays to be mixed in
-            truncate_history(self.out_dir, 0)
             for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
                 (self.out_dir / name).unlink(missing_ok=True)
         if self.main:
             self.history = HistoryWriter(self.out_dir)
-            self.logger.ready()
             self.p.wandb_id = self.logger.id
         return self.p
 
     def record(self, entry: dict) -> None:
         if self.main:
-            self.history.write(entry)
-            self.logger.log(entry)
+            self.history.write(entry)  # W&B's logger follows this file
             self.p.history_lines += 1
 
     def record_samples(self, step: int) -> None:
@@ -112,4 +110,4 @@ class Recorder:
     def finish(self, metrics: dict) -> None:
         self.history.close()
         write_metrics(self.out_dir, metrics)
-        self.logger.finish(metrics)
+        self.close_logger()

@@ -82,12 +82,15 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
     global _RUNS_IN_THIS_PROCESS
     runs_before, _RUNS_IN_THIS_PROCESS = _RUNS_IN_THIS_PROCESS, _RUNS_IN_THIS_PROCESS + 1
     recorder = Recorder(cfg, out_dir, env.is_main)
-    recorder.start()  # W&B opens in the background while the job builds
+    recorder.start()  # W&B's logger starts in a process of its own while the job builds
     try:
-        job = build(cfg, env)
-    except BaseException:
-        recorder.abandon()
-        raise
+        return _build_and_train(cfg, out_dir, env, recorder, runs_before)
+    finally:  # finished, failed or stopped: W&B logs what was recorded and finishes
+        recorder.close_logger()
+
+
+def _build_and_train(cfg, out_dir: Path, env: DistEnv, recorder: Recorder, runs_before: int) -> dict:
+    job = build(cfg, env)
     tcfg = cfg.trainer
     monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
     # the meter and the profiler count loader batches; warmup_steps and profile_steps are optimizer steps, like

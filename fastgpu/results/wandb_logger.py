@@ -1,21 +1,23 @@
 """Weights & Biases: one run per training job, online, offline (default) or disabled."""
 
+import json
 import os
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fastgpu.results.figures import wandb_summaries
-
 MODES = ("online", "offline", "disabled")
 # online: how long wandb.init may try to reach the server before the run logs offline instead (W&B's default: 90 s)
 INIT_TIMEOUT_S = 10
+WANDB_UNREACHABLE = ".wandb_unreachable"  # in a sweep's dir: its W&B server did not answer (the first point tried)
 
 
-def open_run(mode: str, console: str = "off", **init_kwargs):
+def open_run(mode: str, console: str = "off", unreachable_marker=None, **init_kwargs):
     """wandb.init in `mode`; online with no API key or no reachable server becomes offline, with one warning that
-    names the `wandb sync` command to upload it later. W&B never stops or stalls training.
+    names the `wandb sync` command to upload it later. `unreachable_marker`: a file (in the sweep's dir) that says the
+    server was unreachable earlier in this sweep: then online goes offline at once, and the sweep waits for the
+    server once in all.
 
     W&B's own system-metrics sampler is off: FastGPU's (fastgpu/measure/monitor.py) logs `system/*` into the same
     run, and a second sampler competes with training for the cores."""
@@ -26,11 +28,22 @@ def open_run(mode: str, console: str = "off", **init_kwargs):
 
     if mode != "online":
         return wandb.init(mode=mode, settings=settings(), **init_kwargs)
+    marker = Path(unreachable_marker) if unreachable_marker else None
+    if marker is not None and marker.exists():
+        run = wandb.init(mode="offline", settings=settings(), **init_kwargs)
+        print(
+            f"fastgpu: W&B logs offline: its server did not answer earlier in this sweep ({marker.read_text().strip()}"
+            f"); upload it later with `wandb sync {run.settings.sync_dir}`",
+            file=sys.stderr,
+        )
+        return run
     try:
         return wandb.init(mode="online", settings=settings(init_timeout=INIT_TIMEOUT_S), **init_kwargs)
     except Exception as exc:  # UsageError (no key), CommError (no network, a refused key), a timeout
         from fastgpu.errors import described
 
+        if marker is not None:
+            marker.write_text(described(exc, 160) + "\n")
         # under a new id: W&B's service still holds the id the failed online attempt registered ("run ID is in use")
         run = wandb.init(mode="offline", settings=settings(), **{**init_kwargs, "id": None, "resume": None})
         print(
@@ -41,24 +54,36 @@ def open_run(mode: str, console: str = "off", **init_kwargs):
         return run
 
 
-class WandbLogger:
-    """One training job's W&B run. It opens in a background thread, so W&B's import and its service's start overlap
-    the job's build; `ready()` waits for it, before the first step, so it never competes with timed steps. With W&B
-    disabled nothing of W&B is imported and every call does nothing."""
+def new_run_id() -> str:
+    """A W&B run id, chosen by the run itself so that it is known before W&B starts (and kept for a resume)."""
+    import secrets
+    import string
 
-    def __init__(self, cfg, out_dir: Path, resume_id=None):
-        import threading
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+class WandbLogger:
+    """One training job's W&B run, logged by a process of its own (fastgpu/results/wandb_sidecar.py) that follows
+    the run's history.jsonl: W&B's import, its service, a server that does not answer, its crash or its hang never
+    hold up or slow training. The sidecar starts before the job builds (at a lower priority), so its start-up
+    overlaps the build, not the timed steps. With W&B disabled nothing of W&B starts."""
+
+    FINISH_TIMEOUT_S = 60  # after training: how long the run waits for W&B to log the rest before leaving it
+
+    def __init__(self, cfg, out_dir: Path, resume_id=None, start_line: int = 0, unreachable_marker=None):
+        import subprocess
 
         from fastgpu.errors import FastGPUError
+        from fastgpu.files import atomic_write
+        from fastgpu.results.wandb_sidecar import SPEC_FILE
 
         mode = os.environ.get("WANDB_MODE") or cfg.logger.wandb.mode
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
         wcfg = cfg.logger.wandb
-        self.out_dir, self.id, self.run, self._opened = Path(out_dir), None, None, {}
-        self.lost = mode == "disabled"  # every call below is skipped
-        self._opening = None
-        if self.lost:
+        self.out_dir, self.process = Path(out_dir), None
+        self.id = None if mode == "disabled" else (resume_id or new_run_id())
+        if mode == "disabled":
             return
         init = dict(
             project=wcfg.project,
@@ -70,81 +95,54 @@ class WandbLogger:
             notes=wcfg.notes,
             dir=str(out_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
-            reinit="finish_previous",
-            id=resume_id,
-            resume="allow" if resume_id else None,
+            id=self.id,
+            resume="allow",
         )
-        console = wcfg.get("console", "off")  # absent from configs saved before the key existed
-        self._opening = threading.Thread(
-            target=self._open, args=(mode, console, init), name="fastgpu-wandb-open", daemon=True
+        spec = {
+            "mode": mode,
+            "console": wcfg.get("console", "off"),  # absent from configs saved before the key existed
+            "init": init,
+            "start_line": start_line,
+            "unreachable_marker": str(unreachable_marker) if unreachable_marker else None,
+        }
+        atomic_write(self.out_dir / SPEC_FILE, json.dumps(spec, default=str))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir)],
+            stdin=subprocess.PIPE,
+            start_new_session=False,
         )
-        self._opening.start()
-
-    def _open(self, mode: str, console: str, init: dict) -> None:
-        try:
-            self._opened["run"] = self._open_run(mode, console, init)
-        except BaseException as exc:  # raised again by ready(), in the run's own thread
-            self._opened["error"] = exc
-
-    def ready(self) -> None:
-        """Wait for the run to be open; raise what opening it raised."""
-        if self._opening is None:
-            return
-        self._opening.join()
-        if "error" in self._opened:
-            raise self._opened.pop("error")
-        self.run = self._opened["run"]
-        self.id = self.run.id
-
-    @staticmethod
-    def _open_run(mode: str, console: str, init: dict):
-        run = open_run(mode, console, **init)
-        for key, summary in wandb_summaries().items():  # best accuracy in the runs table, not the last one
-            run.define_metric(key, summary=summary, step_metric="step")
-        run.define_metric("step", hidden=True)
-        return run
-
-    def log(self, record: dict) -> None:
-        if not self.lost:
-            self._guarded(self.run.log, record)
 
     def rename(self, name: str, tags: list) -> None:
-        def apply():
-            self.run.name = name
-            self.run.tags = tuple(tags)
+        from fastgpu.files import atomic_write
+        from fastgpu.results.wandb_sidecar import NAME_FILE
 
-        self._guarded(apply)
+        if self.process is not None:
+            atomic_write(self.out_dir / NAME_FILE, json.dumps({"name": name, "tags": list(tags)}))
 
-    def finish(self, summary: dict, exit_code: int = 0) -> None:
-        if self.lost:
-            return
-        self._guarded(self.run.summary.update, {k: v for k, v in summary.items() if v is not None})
-        if summary.get("profile_trace"):  # trainer.profile=true: the Chrome trace travels with the run
-            self._guarded(self._log_trace, self.out_dir / summary["profile_trace"])
-        self._guarded(self.run.finish, exit_code=exit_code)
+    def close(self) -> None:
+        """The run is done (metrics.json written, or it failed): W&B logs the rest and finishes; a W&B that does not
+        finish within FINISH_TIMEOUT_S is ended, and the local record stands."""
+        import subprocess
 
-    def _log_trace(self, path: Path) -> None:
-        import wandb
-
-        artifact = wandb.Artifact(f"profile-{self.run.id}", type="profile")
-        artifact.add_file(str(path), name="trace.json")
-        self.run.log_artifact(artifact)
-
-    def _guarded(self, call, *args, **kwargs) -> None:
-        """W&B's service process can die under a run (Slurm signals every process of a job being preempted):
-        training goes on without W&B, history.jsonl and metrics.json keep the record, a resume reopens the run."""
-        if self.lost:
+        process, self.process = self.process, None
+        if process is None:
             return
         try:
-            call(*args, **kwargs)
-        except Exception as exc:
-            import sys
-
-            from fastgpu.errors import described
-
-            self.lost = True
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            code = process.wait(timeout=self.FINISH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = "hung"
+        if code != 0:
+            why = f"it did not finish in {self.FINISH_TIMEOUT_S} s" if code == "hung" else f"it ended with {code}"
             print(
-                f"fastgpu: warning: W&B stopped logging ({described(exc)}); the local record goes on", file=sys.stderr
+                f"fastgpu: warning: W&B's logger did not complete ({why}); history.jsonl and metrics.json hold the "
+                f"run; an offline run can be uploaded with `wandb sync {self.out_dir / 'wandb'}`",
+                file=sys.stderr,
             )
 
 

@@ -1,0 +1,113 @@
+"""The W&B logger of one run, in a process of its own: it never holds up training, and nothing W&B does (its import,
+its service, a server that does not answer, a crash or a hang) can stop or slow it.
+
+    python -m fastgpu.results.wandb_sidecar RUN_DIR      # started by the run (fastgpu/results/wandb_logger.py)
+
+It opens the run the spec file in RUN_DIR names (id, mode, project, config...), logs every line the run appends to
+history.jsonl, and when the run's process is done (its end of the stdin pipe closes, however it ended) logs the rest,
+the summary from metrics.json, a profiler trace, and finishes the run: exit code 0 when metrics.json says ok. It runs
+at a lower priority (nice 10), so on a machine with few cores training comes first.
+"""
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+SPEC_FILE = "wandb_sidecar.json"  # what the run asks: mode, console, wandb.init's arguments, first history line
+NAME_FILE = "wandb_name.json"  # the run's name and tags by what ran (written once the job is built)
+POLL_S = 0.5
+
+
+class HistoryTail:
+    """The complete lines appended to a file since the last read, from line `start` on."""
+
+    def __init__(self, path: Path, start: int):
+        self.path, self.skip, self.offset, self.partial = path, start, 0, b""
+
+    def read(self) -> list:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        records = []
+        for line in lines:
+            if self.skip:
+                self.skip -= 1
+            elif line.strip():
+                records.append(json.loads(line))
+        return records
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def follow(run_dir: Path, spec: dict, trainer_done: threading.Event) -> int:
+    from fastgpu.results.figures import wandb_summaries
+    from fastgpu.results.wandb_logger import open_run
+
+    run = open_run(spec["mode"], spec.get("console", "off"), spec.get("unreachable_marker"), **spec["init"])
+    for key, summary in wandb_summaries().items():  # best accuracy in the runs table, not the last one
+        run.define_metric(key, summary=summary, step_metric="step")
+    run.define_metric("step", hidden=True)
+    tail, named = HistoryTail(run_dir / "history.jsonl", spec.get("start_line", 0)), None
+    while True:
+        done = trainer_done.is_set()  # read before the history: every line written before the end is logged
+        for record in tail.read():
+            run.log(record)
+        name = _read_json(run_dir / NAME_FILE)
+        if name and name != named:
+            run.name, run.tags, named = name["name"], tuple(name["tags"]), name
+        if done:
+            break
+        trainer_done.wait(POLL_S)
+    metrics = _read_json(run_dir / "metrics.json") or {}
+    ok = metrics.get("status") == "ok"
+    run.summary.update({k: v for k, v in metrics.items() if v is not None})
+    if ok and metrics.get("profile_trace") and (run_dir / metrics["profile_trace"]).exists():
+        import wandb
+
+        artifact = wandb.Artifact(f"profile-{run.id}", type="profile")
+        artifact.add_file(str(run_dir / metrics["profile_trace"]), name="trace.json")
+        run.log_artifact(artifact)
+    run.finish(exit_code=0 if ok else 1)
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    spec = json.loads((run_dir / SPEC_FILE).read_text())
+    trainer_done = threading.Event()
+
+    def wait_for_the_trainer():
+        while sys.stdin.buffer.read(1 << 16):  # the run never writes: EOF when its process is done
+            pass
+        trainer_done.set()
+
+    threading.Thread(target=wait_for_the_trainer, daemon=True).start()
+    try:
+        return follow(run_dir, spec, trainer_done)
+    except Exception as exc:
+        from fastgpu.errors import described
+
+        print(f"fastgpu: warning: W&B stopped logging ({described(exc)}); the local record goes on", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
