@@ -5,6 +5,7 @@ import difflib
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,7 @@ from fastgpu.config import check_ranges, register_schema
 from fastgpu.errors import FastGPUError
 from fastgpu.job.launch import STORAGE_ERRNOS, RunFailed, launch, storage_error
 from fastgpu.job.preflight import resume_config
+from fastgpu.measure.startup import COMPOSED_ENV, IMPORTED_ENV
 from fastgpu.results.naming import (
     keep_hydra_files,
     point_tags,
@@ -36,11 +38,13 @@ CONFIG_PACKAGE = "pkg://fastgpu.conf"  # package data: found after a wheel insta
 
 register_schema()
 register_sweep_configs()
+os.environ[IMPORTED_ENV] = repr(time.time())  # fastgpu/measure/startup.py: the end of the imports phase
 
 
 @hydra.main(config_path=CONFIG_PACKAGE, config_name="config", version_base="1.3")
 def main(cfg):
     """The run's metrics (a dict); under the Optuna sweeper, the objectives it optimises (see `objectives`)."""
+    os.environ[COMPOSED_ENV] = repr(time.time())
     hydra_cfg = HydraConfig.get()
     metrics = run_point(cfg, hydra_cfg)
     return objectives(metrics, hydra_cfg.sweeper) if "optuna" in str(hydra_cfg.sweeper.get("_target_")) else metrics

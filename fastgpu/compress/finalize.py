@@ -7,6 +7,7 @@ precision, recall and F1 of the run are the deploy model's.
 
 import contextlib
 import copy
+import time
 from pathlib import Path
 
 import torch
@@ -24,9 +25,16 @@ QUALITY = ("accuracy", "precision", "recall", "f1")
 
 
 def _measure(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
-    """Inference latency (inference.benchmark); a failure is recorded as `inference_error`, never raised."""
+    """Inference latency (inference.benchmark); a failure is recorded as `inference_error`, never raised. The
+    benchmark's own wall time is `inference_benchmark_s`."""
     if not cfg.inference.benchmark:
         return {}
+    started = time.perf_counter()
+    measured = _latency(model, batch, device, autocast, cfg, compile_model)
+    return {**measured, "inference_benchmark_s": time.perf_counter() - started}
+
+
+def _latency(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
     repeats, warmup = cfg.inference.repeats, cfg.inference.warmup
     try:
         if not compile_model:
@@ -39,7 +47,7 @@ def _measure(model, batch, device, autocast, cfg, compile_model: bool) -> dict:
             return deploy.inference_latency(torch.compile(model), batch, device, autocast, repeats, warmup)
     except Exception as exc:  # inductor cannot compile every graph (seen: int8 convs at 8x8); measure eager instead
         torch._dynamo.reset()
-        measured = _measure(model, batch, device, autocast, cfg, compile_model=False)
+        measured = _latency(model, batch, device, autocast, cfg, compile_model=False)
         measured["inference_compile_error"] = described(exc, 200)
         return measured
 
@@ -76,7 +84,9 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
 
     deployed, target, facts = C.compress(ccfg, model, data, device, precision, memory_format, task.loss)
     result.update(facts)
+    started = time.perf_counter()
     result.update(deploy.export_model(deployed, example.to(target), out_dir, cfg.export))
+    result["export_s"] = time.perf_counter() - started
 
     if ccfg.name == "none":
         after = dict(before)
@@ -97,6 +107,11 @@ def compress_and_deploy(cfg, model_state: dict, device, precision, val_before: d
     after["serialized_bytes"] = result.get("serialized_bytes")
     before.setdefault("serialized_bytes", after["serialized_bytes"])
 
+    timed = [before.pop("inference_benchmark_s", None), after.pop("inference_benchmark_s", None)]
+    if ccfg.name == "none":  # `after` is `before`'s copy: one benchmark ran
+        timed = timed[:1]
+    if any(t is not None for t in timed):
+        result["inference_benchmark_s"] = sum(t for t in timed if t is not None)
     result.update(_suffixed(before, "before"))
     result.update(_suffixed(after, "after"))
     result.update({k: after[k] for k in (*QUALITY, "perplexity", "sparsity", "nonzero_params") if k in after})

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from fastgpu.errors import FastGPUError
+from fastgpu.measure.startup import StartupClock
 from fastgpu.results.naming import truthful
 from fastgpu.results.store import (
     CHECKPOINT_FILE,
@@ -26,6 +27,7 @@ class Recorder:
         self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
         self.fingerprint = config_fingerprint(cfg)
         self.history = self.logger = self.monitor = self.saved = None
+        self.startup = StartupClock()  # the way to the first step, phase by phase
 
     def start(self) -> None:
         """Before the job builds: read an unfinished checkpoint of this same configuration (a requeued job, +resume),

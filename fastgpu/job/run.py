@@ -91,6 +91,7 @@ def run(cfg, out_dir: Path, env: DistEnv) -> dict:
 
 def _build_and_train(cfg, out_dir: Path, env: DistEnv, recorder: Recorder, runs_before: int) -> dict:
     job = build(cfg, env)
+    recorder.startup.mark("built")
     tcfg = cfg.trainer
     monitor = ResourceMonitor(job.device, tcfg.monitor_interval_s)
     # the meter and the profiler count loader batches; warmup_steps and profile_steps are optimizer steps, like
@@ -120,6 +121,7 @@ def _build_and_train(cfg, out_dir: Path, env: DistEnv, recorder: Recorder, runs_
     if job.data.skipped is not None:  # every rank's count of unreadable samples skipped (data.on_corrupt=skip)
         measured["skipped_samples"] = int(all_reduce([job.data.skipped_samples()])[0])
     metrics = summarize(job, p, {**when, **measured, "runs_before_in_process": runs_before})
+    metrics.update(recorder.startup.figures(fresh_process=runs_before == 0))
     metrics.update(compile_record(compile_mode(cfg)))
     if job.task.unit == "tokens":  # the same figure by the name language-model tables use
         metrics["tokens_per_s"] = metrics["throughput"]

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from scipy.special import chdtri, nctdtr, stdtr, stdtrit
+
+
+def _special():
+    """scipy.special, imported where a t or chi-square quantile is needed (0.1 s: not on a run's way to its start)."""
+    import scipy.special
+
+    return scipy.special
+
 
 LEVEL = 0.95
 ALPHA = (1 - LEVEL) / 2  # one-sided: "above the threshold" means the lower end of a two-sided 95% interval is
@@ -138,7 +145,7 @@ def setting_ci(runs: list) -> tuple:
         return (*throughput_ci(runs), WITHIN_RUN)
     logs = _logs(runs)
     centre, m = float(logs.mean()), len(logs)
-    half = float(stdtrit(m - 1, 1 - ALPHA)) * float(logs.std(ddof=1)) / math.sqrt(m)
+    half = float(_special().stdtrit(m - 1, 1 - ALPHA)) * float(logs.std(ddof=1)) / math.sqrt(m)
     return math.exp(centre), math.exp(centre - half), math.exp(centre + half), RUN_TO_RUN
 
 
@@ -175,8 +182,9 @@ def compare(a: list, b: list, min_gain: float = 0.03, seed: int = 0) -> Comparis
         return Comparison(None)
     if len(a) >= 2 and len(b) >= 2:
         diff, se, df = welch(_logs(a), _logs(b))
-        half = float(stdtrit(df, 1 - ALPHA)) * se
-        p = float(stdtr(df, -(diff - math.log1p(min_gain)) / se)) if se > 0 else float(diff <= math.log1p(min_gain))
+        half = float(_special().stdtrit(df, 1 - ALPHA)) * se
+        margin = diff - math.log1p(min_gain)
+        p = float(_special().stdtr(df, -margin / se)) if se > 0 else float(margin <= 0)
         return Comparison(math.exp(diff), math.exp(diff - half), math.exp(diff + half), RUN_TO_RUN, p, se, df)
     ratio = throughput_ci(a)[0] / throughput_ci(b)[0]
     if sum(len(r.rates) for r in a) < 3 or sum(len(r.rates) for r in b) < 3:
@@ -209,7 +217,7 @@ def holm(p_values: list, alpha: float = ALPHA) -> list:
 
 def _power(shift: float, df: float, critical: float) -> float:
     """P(t > critical) for a noncentral t with `df` and noncentrality `shift`."""
-    return 1.0 - float(nctdtr(df, shift, critical))
+    return 1.0 - float(_special().nctdtr(df, shift, critical))
 
 
 def detectable_speedup(se: float, df: float, comparisons: int, min_gain: float = 0.03) -> Optional[float]:
@@ -217,7 +225,7 @@ def detectable_speedup(se: float, df: float, comparisons: int, min_gain: float =
     with 80% power, at Holm's strictest level over `comparisons` (ALPHA / comparisons)."""
     if not se or not df:
         return None
-    critical = float(stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
+    critical = float(_special().stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
     low, high = 0.0, 100.0
     for _ in range(60):  # bisection on the noncentrality
         mid = (low + high) / 2
@@ -234,7 +242,7 @@ def runs_needed(noise_sd: float, gain: float, comparisons: int, min_gain: float 
         return None
     for n in range(2, most + 1):
         se, df = noise_sd * math.sqrt(2 / n), n - 1  # Welch's degrees of freedom are at least n - 1: the safe side
-        critical = float(stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
+        critical = float(_special().stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
         if noise_sd == 0 or _power(margin / se, df, critical) >= POWER:
             return n
     return None
@@ -254,7 +262,7 @@ def run_noise(settings: list) -> tuple:
 def noise_upper(sd: float, df: int, confidence: float = POWER) -> float:
     """An upper confidence bound of a run-to-run sd estimated with `df` degrees of freedom (chi-square): planning
     repeats on the estimate itself falls short whenever a few runs happened to agree."""
-    return sd * math.sqrt(df / float(chdtri(df, confidence)))
+    return sd * math.sqrt(df / float(_special().chdtri(df, confidence)))
 
 
 # --- timings of one process: inference latency, paired rounds ----------------------------------------------------
@@ -280,6 +288,7 @@ def paired_ratio_ci(ratios: list, level: float = LEVEL) -> tuple:
     logs = np.log(np.asarray(ratios, dtype=float))
     if len(logs) < 2:
         return (float(np.exp(logs[0])) if len(logs) else None), None, None
-    half = float(stdtrit(len(logs) - 1, 1 - (1 - level) / 2)) * float(logs.std(ddof=1)) / math.sqrt(len(logs))
+    quantile = float(_special().stdtrit(len(logs) - 1, 1 - (1 - level) / 2))
+    half = quantile * float(logs.std(ddof=1)) / math.sqrt(len(logs))
     centre = float(logs.mean())
     return float(np.exp(centre)), float(np.exp(centre - half)), float(np.exp(centre + half))

@@ -94,7 +94,8 @@ def _between_steps(job, p, meter, recorder, preemption, loss_sum, log_step, peri
 
 
 def _log(job, p, meter, recorder, loss_sum, bar) -> None:
-    interval = meter.collect()
+    interval = meter.collect()  # a device sync: the steps before are done
+    recorder.startup.mark("first_step")  # the first log step of this process follows its first step
     total_loss = float(loss_sum)
     mean_loss = (total_loss - p.logged_loss_sum) / (p.step - p.logged_step)
     if not math.isfinite(mean_loss):
