@@ -169,5 +169,30 @@ def cli() -> None:
         sys.exit(2)
 
 
+def exit_without_teardown(function) -> None:
+    """Run `function`, then end the process as the interpreter would, less its teardown of torch's modules (0.4-0.8 s
+    on 2 cores, paid by every run and sweep): other threads joined, exit handlers run (the fork server, locks, W&B's
+    loggers), output flushed, the same exit code. An exception that escapes still prints its traceback."""
+    import atexit
+    import threading
+
+    try:
+        function()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    cli()
+    exit_without_teardown(cli)

@@ -13,6 +13,11 @@ INIT_TIMEOUT_S = 10
 WANDB_UNREACHABLE = ".wandb_unreachable"  # in a sweep's dir: its W&B server did not answer (the first point tried)
 
 
+def wandb_mode(cfg) -> str:
+    """The W&B mode a run of `cfg` uses: WANDB_MODE where set (W&B's own variable wins), else the config's."""
+    return os.environ.get("WANDB_MODE") or OmegaConf.select(cfg, "logger.wandb.mode", default="offline")
+
+
 def open_run(mode: str, console: str = "off", unreachable_marker=None, **init_kwargs):
     """wandb.init in `mode`; online with no API key or no reachable server becomes offline, with one warning that
     names the `wandb sync` command to upload it later. `unreachable_marker`: a file (in the sweep's dir) that says the
@@ -77,7 +82,7 @@ class WandbLogger:
         from fastgpu.files import atomic_write
         from fastgpu.results.wandb_sidecar import SPEC_FILE
 
-        mode = os.environ.get("WANDB_MODE") or cfg.logger.wandb.mode
+        mode = wandb_mode(cfg)
         if mode not in MODES:
             raise FastGPUError(f"logger.wandb.mode={mode!r} is not known; use one of {', '.join(MODES)}")
         wcfg = cfg.logger.wandb
@@ -106,11 +111,13 @@ class WandbLogger:
             "unreachable_marker": str(unreachable_marker) if unreachable_marker else None,
         }
         atomic_write(self.out_dir / SPEC_FILE, json.dumps(spec, default=str))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir)],
-            stdin=subprocess.PIPE,
-            start_new_session=False,
-        )
+        if "wandb" in sys.modules:  # warm (a point of a fork server): fork the logger, W&B's import already done
+            self.process = ForkedSidecar(self.out_dir)
+        else:
+            WARM_FOR_NEXT_POINTS.add("wandb")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir)], stdin=subprocess.PIPE
+            )
 
     def rename(self, name: str, tags: list) -> None:
         from fastgpu.files import atomic_write
@@ -128,14 +135,15 @@ class WandbLogger:
         if process is None:
             return
         try:
+            process.stdin.write(b"x")  # done: the logger logs the rest and finishes
             process.stdin.close()
-        except OSError:
+        except OSError:  # it is gone already
             pass
         try:
             code = process.wait(timeout=self.FINISH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=self.FINISH_TIMEOUT_S)
             code = "hung"
         if code != 0:
             why = f"it did not finish in {self.FINISH_TIMEOUT_S} s" if code == "hung" else f"it ended with {code}"
@@ -146,34 +154,56 @@ class WandbLogger:
             )
 
 
-def log_sweep_report(cfg, sweep_dir: Path, group: str, report: dict) -> None:
-    """One extra run of job_type sweep-report in the sweep's group: the results table and the plots."""
-    import wandb
+# what a fork server should import before forking the next point: a point that started W&B's logger cold asks for
+# W&B warm, so that later points fork their logger with W&B already imported (fastgpu/sweep/isolation/point.py)
+WARM_FOR_NEXT_POINTS: set = set()
 
-    from fastgpu.results.report import COLUMNS
 
-    wcfg = cfg.logger.wandb
-    mode = os.environ.get("WANDB_MODE") or wcfg.mode
-    if mode == "disabled":
-        return
-    run = open_run(
-        mode,
-        project=wcfg.project,
-        entity=wcfg.entity,
-        group=group,
-        job_type="sweep-report",
-        name=f"report-{group}",
-        dir=str(sweep_dir),
-        reinit="finish_previous",
-        config={"sweep_dir": str(sweep_dir)},
-    )
-    columns = COLUMNS + ["baseline"]
-    table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in report["rows"]])
-    run.log({"results": table, **{f"plots/{p.stem}": wandb.Image(str(p)) for p in report["plots"]}})
-    run.summary["recommendation"] = report["recommendation"]
-    run.summary["failed_points"] = len(report["failed"])
-    search = report.get("halving") or {}
-    for key in ("sweep_cost_saved", "device_hours_spent", "device_hours_full_grid", "steps_spent", "steps_full_grid"):
-        if search.get(key) is not None:
-            run.summary[key] = search[key]
-    run.finish()
+class ForkedSidecar:
+    """fastgpu/results/wandb_sidecar.py in a child forked from this process (W&B already imported here): the same
+    interface as the Popen of `python -m fastgpu.results.wandb_sidecar`, without the interpreter's start and imports."""
+
+    def __init__(self, run_dir: Path):
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                os.close(write_end)
+                from fastgpu.results.wandb_sidecar import run_sidecar
+
+                code = run_sidecar(run_dir, read_end)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(read_end)
+        self.stdin = os.fdopen(write_end, "wb")
+        self.returncode = None
+
+    def wait(self, timeout: float):
+        import subprocess
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"W&B logger {self.pid}", timeout)
+            else:
+                time.sleep(0.02)
+        return self.returncode
+
+    def kill(self) -> None:
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.returncode = -signal.SIGKILL

@@ -3,8 +3,11 @@ its service, a server that does not answer, a crash or a hang) can stop or slow 
 
     python -m fastgpu.results.wandb_sidecar RUN_DIR      # started by the run (fastgpu/results/wandb_logger.py)
 
+(or forked from the run where W&B is already imported: a sweep point forked from a warm fork server).
+
 It opens the run the spec file in RUN_DIR names (id, mode, project, config...), logs every line the run appends to
-history.jsonl, and when the run's process is done (its end of the stdin pipe closes, however it ended) logs the rest,
+history.jsonl, and when the run is done (a byte on its stdin pipe; the pipe closing or the run's process gone, however
+it ended) logs the rest,
 the summary from metrics.json, a profiler trace, and finishes the run: exit code 0 when metrics.json says ok. It runs
 at a lower priority (nice 10), so on a machine with few cores training comes first.
 """
@@ -84,29 +87,47 @@ def follow(run_dir: Path, spec: dict, trainer_done: threading.Event) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    run_dir = Path(argv[0])
+def watch_the_run(done_fd: int, done: threading.Event) -> None:
+    """Set `done` when the run says so (a byte on the pipe), or its end of the pipe closes, or it is gone (this
+    process is handed to another parent). Not EOF alone: a process the run forked (a data-loader worker) may hold
+    the pipe's write end open after the run is done."""
+    parent = os.getppid()
+
+    def read_pipe():
+        os.read(done_fd, 1)
+        done.set()
+
+    def watch_parent():
+        while not done.wait(POLL_S):
+            if os.getppid() != parent:
+                done.set()
+
+    threading.Thread(target=read_pipe, daemon=True).start()
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def run_sidecar(run_dir: Path, done_fd: int) -> int:
+    """Follow the run in `run_dir` until `done_fd` (the read end of a pipe only the run holds open) reaches EOF."""
     try:
         os.nice(10)
     except OSError:
         pass
-    spec = json.loads((run_dir / SPEC_FILE).read_text())
+    spec = json.loads((Path(run_dir) / SPEC_FILE).read_text())
     trainer_done = threading.Event()
 
-    def wait_for_the_trainer():
-        while sys.stdin.buffer.read(1 << 16):  # the run never writes: EOF when its process is done
-            pass
-        trainer_done.set()
-
-    threading.Thread(target=wait_for_the_trainer, daemon=True).start()
+    watch_the_run(done_fd, trainer_done)
     try:
-        return follow(run_dir, spec, trainer_done)
+        return follow(Path(run_dir), spec, trainer_done)
     except Exception as exc:
         from fastgpu.errors import described
 
         print(f"fastgpu: warning: W&B stopped logging ({described(exc)}); the local record goes on", file=sys.stderr)
         return 1
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_sidecar(Path(argv[0]), sys.stdin.fileno())
 
 
 if __name__ == "__main__":

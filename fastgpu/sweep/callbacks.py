@@ -46,14 +46,42 @@ class OwnedDirs(Callback):
             self.lock.release()
 
 
+def report_group(config) -> str:
+    """The W&B group of the sweep's runs: logger.wandb.group, else one named by the sweep dir and experiment."""
+    from fastgpu.results.naming import sweep_group
+
+    experiment = config.hydra.runtime.choices.get("experiment")
+    return config.logger.wandb.group or sweep_group(Path(config.hydra.sweep.dir), experiment)
+
+
 class SweepReport(Callback):
     """Writes results.csv / report.md / plots, prints the table, logs a W&B sweep-report run.
 
     Exits non-zero when any point failed, so a sweep's exit code says whether it is complete.
     """
 
+    def __init__(self):
+        self.wandb = None
+
+    def __getstate__(self) -> dict:  # sent to the fork server with Hydra's context: the sweep's own process stays
+        return {**self.__dict__, "wandb": None}
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from fastgpu.results.wandb_logger import wandb_mode
+
+        if wandb_mode(config) != "disabled":  # W&B starts while the points run; only the report is left at the end
+            from fastgpu.results.wandb_report import ReportLogger
+
+            self.wandb = ReportLogger(config, Path(config.hydra.sweep.dir), report_group(config))
+
     def on_multirun_end(self, config, **kwargs) -> None:
-        from fastgpu.results.naming import sweep_group
+        try:
+            self._report(config)
+        finally:
+            if self.wandb is not None:
+                self.wandb.close()  # no report (no point ran, or it failed): W&B's process ends, logging nothing
+
+    def _report(self, config) -> None:
         from fastgpu.results.report import build_report, terminal_table
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -70,11 +98,8 @@ class SweepReport(Callback):
             f"\nFastGPU sweep: {sweep_dir}\n{terminal_table(report['rows'])}\n{report['recommendation']}\n"
             f"report: {sweep_dir / 'report.md'}"
         )
-        experiment = config.hydra.runtime.choices.get("experiment")
-        group = config.logger.wandb.group or sweep_group(sweep_dir, experiment)
-        from fastgpu.results.wandb_logger import log_sweep_report
-
-        log_sweep_report(config, sweep_dir, group, report)
+        if self.wandb is not None:
+            self.wandb.log(report)
         for row in report["unreadable"]:
             print(f"fastgpu: {row['error']}", file=sys.stderr)
         if report["failed"]:

@@ -30,12 +30,14 @@ from omegaconf import OmegaConf, open_dict, read_write
 from fastgpu.results.naming import shown, sweep_point_name
 from fastgpu.results.rundirs import finished_point, remove_lock_of, sweep_resume_hint
 from fastgpu.results.store import add_failure
+from fastgpu.results.wandb_logger import wandb_mode
 from fastgpu.sweep.isolation.ending import ended_record, oom_kills
 from fastgpu.sweep.isolation.handle import Ended, PointServer, Tainted
 from fastgpu.sweep.isolation.payload import read_payload
 from fastgpu.sweep.isolation.relay import SignalRelay
 
 log = logging.getLogger(__name__)
+EAGER = ["fastgpu.job.run", "torch._dynamo"]
 
 
 class IsolatedLauncher(BasicLauncher):
@@ -47,6 +49,13 @@ class IsolatedLauncher(BasicLauncher):
         self._cold_because = ""  # set once the server's own warm imports made its forks unsafe
         self._imported = {}  # what points imported, in order: the server imports the allowed ones before a fork
         self._payloads = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        """The fork server starts here, before the sweeper composes its points, so that its imports (what every point
+        needs: the training code, torch's compiler stack that torch.optim imports, W&B) overlap that work."""
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if not self.in_process:
+            self._ready_server()
 
     def launch(self, job_overrides, initial_job_idx):
         if self.in_process:
@@ -118,6 +127,9 @@ class IsolatedLauncher(BasicLauncher):
                 "task_function": self.task_function,
                 "sys_path": list(sys.path),
                 "singletons": Singleton.get_state(),
+                # what every point imports, imported once by the server: a point's job, the compiler stack the first
+                # optimizer imports, W&B (each point forks its logger from it: fastgpu/results/wandb_logger.py)
+                "eager": EAGER + ([] if wandb_mode(self.config) == "disabled" else ["wandb"]),
             }
             if self._server is None:
                 atexit.register(self._shutdown)

@@ -4,10 +4,12 @@ import atexit
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from fastgpu.errors import first_line
+from fastgpu.measure.startup import STARTED_ENV
 from fastgpu.results.rundirs import POINT_START_ENV
 from fastgpu.sweep.isolation.lifeline import die_with_parent
 from fastgpu.sweep.isolation.payload import write_payload
@@ -16,6 +18,7 @@ from fastgpu.sweep.isolation.relay import RELAYED
 
 def run_point(init: dict, config, payload_path: Path, server_pid: int):
     """Never returns: the process ends with the point's exit code once its result is written."""
+    os.environ[STARTED_ENV] = f"{os.getpid()}:{time.time()!r}"  # the point's start-up phases count from its fork
     die_with_parent(signal.SIGKILL, server_pid)  # a server that dies takes its point along (and ends its tree first)
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the sweep only, which passes it on exactly once
     for signum in RELAYED:  # the server ignores these; a point handles them as any run does
@@ -43,7 +46,9 @@ def run_point(init: dict, config, payload_path: Path, server_pid: int):
         kind, value = "exit", code
     except BaseException as exc:  # noqa: BLE001 - anything the point raised is the sweep's to report
         code, kind, value = 1, "error", crashed(exc)
-    imported = [name for name in sys.modules if name not in before]
+    from fastgpu.results.wandb_logger import WARM_FOR_NEXT_POINTS  # a logger's child imported these, not the point
+
+    imported = [name for name in sys.modules if name not in before] + sorted(WARM_FOR_NEXT_POINTS)
     try:
         write_payload(payload_path, kind, value, imported)
         atexit._run_exitfuncs()  # the point's own: W&B's teardown, its locks

@@ -46,6 +46,7 @@ def serve(requests: Connection, replies: Connection, sweep_pid: int):
 
         Singleton.set_state(init["singletons"])
         setup_globals()
+        import_warm(init.get("eager", ()), init["warm_packages"])  # W&B for the points' loggers, before point 0
         _serve_points(init, requests, replies)
     finally:
         end_children(0)
