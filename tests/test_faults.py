@@ -463,27 +463,61 @@ def test_wandb_online_without_a_key_logs_offline_with_one_warning(tmp_path, monk
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
-def test_wandb_online_with_no_network_falls_back_offline_and_the_run_trains(tmp_path):
+def test_wandb_online_with_no_network_falls_back_offline_and_a_sweep_waits_for_it_once(tmp_path):
     """A key and no reachable server: W&B's init gives up after INIT_TIMEOUT_S (not its default 90 s plus a
-    CommError that ended the run), the run logs offline and says how to upload it."""
+    CommError that ended the run), the run logs offline and says how to upload it; the sweep's later points and its
+    report go offline at once (the first point left .wandb_unreachable in the sweep dir)."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
     env.update(
         WANDB_API_KEY="0123456789abcdef0123456789abcdef01234567",
         WANDB_BASE_URL="http://127.0.0.1:9",  # a closed loopback port: unreachable, and no traffic leaves
         HOME=str(tmp_path),
     )
-    run_dir = tmp_path / "run"
+    sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "fastgpu", *SMALL, "trainer.max_steps=3", "logger.wandb.mode=online"]
-        + [f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "fastgpu", "-m", *SMALL, "trainer.max_steps=3", "trainer.seed=0,1,2"]
+        + ["logger.wandb.mode=online", f"hydra.sweep.dir={sweep_dir}"],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    warnings = [line for line in result.stderr.splitlines() if "W&B online failed" in line]
-    assert len(warnings) == 1 and "wandb sync " in warnings[0] and "offline-run-" in warnings[0], result.stderr
-    assert read_metrics(run_dir)["status"] == "ok"
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    tried = [line for line in result.stderr.splitlines() if "W&B online failed" in line]
+    assert len(tried) == 1 and "wandb sync " in tried[0] and "offline-run-" in tried[0], result.stderr
+    told = [line for line in result.stderr.splitlines() if "did not answer earlier in this sweep" in line]
+    assert len(told) == 3, result.stderr  # points 1 and 2, and the report: never tried again
+    assert all(read_metrics(sweep_dir / str(i))["status"] == "ok" for i in range(3))
+    assert len(list(sweep_dir.glob("*/wandb/offline-run-*"))) == 3 and len(list(sweep_dir.glob("wandb/offline-*"))) == 1
+
+
+def test_killing_wandbs_logger_mid_run_neither_stops_nor_fails_the_run(tmp_path):
+    """W&B logs from a process of its own (fastgpu/results/wandb_sidecar.py): SIGKILL it and its service while the
+    run trains, and the run trains to the end, writes every result and says W&B's record is incomplete."""
+    import psutil
+
+    run_dir = tmp_path / "run"
+    process = start_cli(*SLOW, f"hydra.run.dir={run_dir}", env={"WANDB_MODE": "offline"})
+    deadline = time.monotonic() + 120
+    while not any("train/loss" in h for h in _history_or_none(run_dir)):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    loggers = [
+        p for p in psutil.Process(process.pid).children(recursive=True) if "wandb_sidecar" in " ".join(p.cmdline())
+    ]
+    assert len(loggers) == 1
+    for victim in [*loggers[0].children(recursive=True), loggers[0]]:  # W&B's service, then the logger
+        victim.kill()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "ok" and metrics["steps"] == 3 * (1437 // 64)
+    assert "W&B's logger did not complete" in stderr and "history.jsonl and metrics.json hold the run" in stderr
+
+
+def _history_or_none(run_dir):
+    try:
+        return read_history(run_dir)
+    except (OSError, ValueError):
+        return []

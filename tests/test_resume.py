@@ -101,6 +101,8 @@ def test_interrupted_run_resumes_to_the_same_result_and_wandb_run(tmp_path):
     assert logged == [h["step"] for h in read_history(tmp_path / "reference") if "train/loss" in h]  # no duplicates
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"] == final["wandb_run_id"]
+    in_wandb = {h["step"] for run in runs for h in run["history"] if "train/loss" in h}
+    assert in_wandb == set(logged)  # the whole history, before and after the resume
 
 
 def test_relaunch_in_the_same_dir_continues_an_unfinished_checkpoint(tmp_path, quiet_wandb):

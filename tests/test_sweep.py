@@ -40,6 +40,10 @@ def test_2x2_sweep_writes_a_result_per_point_and_the_report(sweep_2x2):
     assert all(m["status"] == "ok" and m["accuracy"] > 0.8 for m in points.values())
     # each point trained in a process of its own (the default launcher), compiled nothing
     assert all(m["runs_before_in_process"] == 0 and m["compile_outcome"] == "eager" for m in points.values())
+    # forked from the warm fork server: nothing imported or composed in the point, its first step soon after its fork
+    for m in points.values():
+        assert m["startup_imports_s"] == 0 and m["startup_composition_s"] < m["time_to_first_step_s"]
+        assert m["startup_build_s"] < 2 and "export_s" not in m  # W&B's logger forked, nothing deployed
 
     with open(sweep_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -53,6 +53,12 @@ def test_default_job_reaches_95_percent_and_records_everything(tmp_path):
     assert train_losses[-1] < train_losses[0] / 5  # it learns
 
     assert "val accuracy" in result.stdout and "throughput (samples/s)" in result.stdout  # the summary table
+    # the way to the first step, phase by phase; nothing deployed unless asked (deploy=auto, no compression)
+    phases = [metrics[f"startup_{p}_s"] for p in ("imports", "composition", "setup", "build", "first_step")]
+    assert all(t >= 0 for t in phases) and sum(phases) == pytest.approx(metrics["time_to_first_step_s"], abs=0.02)
+    assert metrics["startup_imports_s"] > 0.2  # torch and FastGPU, in this fresh process
+    assert "deploy=true" in metrics["deploy_note"] and not (tmp_path / "model.pt2").exists()
+    assert "latency_batch_ms_after" not in metrics and "export_s" not in metrics
 
     # W&B offline: a real run directory whose summary holds the same numbers as metrics.json
     (run,) = offline_runs(tmp_path)

@@ -103,8 +103,12 @@ def main(argv=None) -> int:
     watch_the_run(sys.stdin.fileno(), done)  # a byte from the sweep at its end (or the sweep gone)
     try:
         start = json.loads((sweep_dir / START_FILE).read_text())
-        run = open_run(start["mode"], "off", start["unreachable_marker"], **start["init"])  # while the points run
+        run = None
+        if start["mode"] != "online":  # opened while the points run; online waits for them to learn the server's
+            run = open_run(start["mode"], "off", **start["init"])  # state, so that a dead one is tried once
         done.wait()
+        if run is None:
+            run = open_run(start["mode"], "off", start["unreachable_marker"], **start["init"])
         path = sweep_dir / SPEC_FILE
         if not path.exists():  # the sweep ended without a report (stopped)
             run.finish(exit_code=1)
