@@ -11,8 +11,9 @@ speed-up intervals of every setting both sweeps trained to the end (issue 23: th
         --out experiments/results/search_short.json
 
 `--short` is the held-out tryout's space (3 widths x 2 batch sizes, 4 epochs: 88 steps against a 35-step probe),
-where halving is expected to cost more than the grid: its own `sweep_cost_saved` must then say so (negative), and
-the sweeper warns. Each result gives the measured saving (1 - halving wall / grid wall) beside the sweeper's
+where halving costs more than the grid (1.37x its wall time on 2026-12-06 with hydra.sweeper.min_budget_ratio=0):
+the sweeper refuses it before training, in one line that names the fixed cost; that refusal is the result.
+Each result gives the measured saving (1 - halving wall / grid wall) beside the sweeper's
 estimate.
 """
 
@@ -76,7 +77,7 @@ def final_rows(sweep_dir: Path) -> dict:
     return {
         r["name"].removesuffix(" (baseline)"): {
             "speedup": float(r["speedup"]),
-            "interval": [float(r["speedup_low"]), float(r["speedup_high"])],
+            "interval": [float(r["speedup_low"] or "nan"), float(r["speedup_high"] or "nan")],  # nan: none
             "repeats": int(r["repeats"] or 1),
         }
         for r in rows
@@ -136,7 +137,14 @@ def main() -> int:
             "hydra.sweeper.final_points=1",
         ]
         halving = sweep(space, halving_args + repeats, Path(tmp) / "halving")
-        ledger = json.loads((Path(tmp) / "halving" / "halving.json").read_text())
+        ledger_path = Path(tmp) / "halving" / "halving.json"
+        ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else None
+    if ledger is None:  # refused before training (a budget too short for halving to pay): the refusal is the result
+        refused = halving["stderr_tail"].strip().splitlines()[-1] if halving["stderr_tail"] else ""
+        result = {"space": space, "grid": grid, "halving": {"exit": halving["exit"], "refused": refused}}
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"grid: {grid['wall_s']:.1f} s; halving refused (exit {halving['exit']}): {refused}")
+        return 0 if halving["exit"] == 2 and "halving would cost more than the grid" in refused else 1
     result = {
         "space": space,
         "points": 16,

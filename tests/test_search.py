@@ -41,6 +41,7 @@ def test_halving_stops_the_slow_point_recommends_the_planted_fastest_and_resumes
     search_args = (
         "-m",
         "hydra/sweeper=halving",
+        "hydra.sweeper.min_budget_ratio=0",  # a short budget: the mechanics, not the cost
         "hydra.sweeper.eta=8",
         "hydra.sweeper.probe_steps=10",
         *PLANTED,
@@ -105,6 +106,7 @@ def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accur
         "-m",
         *common,
         "hydra/sweeper=halving",
+        "hydra.sweeper.min_budget_ratio=0",  # a short budget: the mechanics, not the cost
         "hydra.sweeper.eta=2",
         "hydra.sweeper.probe_steps=10",
         f"hydra.sweep.dir={tmp_path / 'halving'}",
@@ -115,3 +117,16 @@ def test_the_accuracy_guard_trains_the_next_fastest_when_the_fastest_loses_accur
     assert [(p["grid_index"], bool(p.get("guard"))) for p in final] == [(0, False), (2, False), (1, True)]
     assert recommended(search.stdout) == "fast_good"  # the planted answer: fast_bad learns nothing, slow is slow
     assert "final (accuracy guard)" in (tmp_path / "halving" / "report.md").read_text()
+
+
+def test_halving_refuses_a_budget_too_short_to_pay_before_writing_anything(tmp_path, cli_in_process):
+    """88 steps a point against a 35-step probe (experiments/search_benchmark.py --short: halving took 1.37x the
+    grid's wall time): refused in one line naming the fixed cost, exit 2, no sweep dir."""
+    result = cli_in_process(
+        "-m", "hydra/sweeper=halving", "model.width=8,16", "trainer.epochs=4", "data.batch_size=64", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "the full budget (88 steps a point) is only 2.5x the probe (35 steps" in line
+    assert "fixed cost" in line and "hydra.sweeper.min_budget_ratio=0" in line
+    assert list(tmp_path.iterdir()) == []

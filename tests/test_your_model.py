@@ -443,6 +443,7 @@ def test_a_language_model_sweep_never_says_samples_or_plain_accuracy(tmp_path, m
     result = run_cli(
         "-m",
         "hydra/sweeper=halving",
+        "hydra.sweeper.min_budget_ratio=0",  # a short budget: the mechanics, not the cost
         "hydra.sweeper.probe_steps=4",
         *tiny_gpt,
         "model.n_embd=32",

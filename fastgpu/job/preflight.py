@@ -23,6 +23,9 @@ class CheckBeforeWriting(Callback):
     """Hydra's on_run_start, before it writes its .hydra/ files and log: the command's values, then its run dir (one
     holding a finished run, one another process writes, an interrupted run of other settings)."""
 
+    def on_multirun_start(self, config, **kwargs) -> None:  # before the sweep's dir is written (OwnedDirs)
+        refuse_or_exit(check_halving_budget, config)
+
     def on_run_start(self, config, **kwargs) -> None:
         refuse_or_exit(check_before_writing, config)
         if not isinstance(config.get("resume"), str):  # +resume=<dir> continues that dir, not hydra.run.dir
@@ -109,3 +112,32 @@ def check_run_dir(out_dir: Path, cfg, key: str = "hydra.run.dir", overwrite: boo
                 f"{out_dir} holds an interrupted run of other settings (fingerprint {saved}; this run's is {wanted}); "
                 f"continue it with +resume={out_dir}, choose another {key}, or pass +overwrite=true"
             )
+
+
+def check_halving_budget(config) -> None:
+    """Refuse, before anything trains or is written, a halving sweep whose full budget is under
+    `hydra.sweeper.min_budget_ratio` probes: each rung pays every point's fixed cost again (process start, data,
+    evaluation: a point's time_to_first_step_s and eval_time_s), so on a short budget halving costs more than the
+    grid (experiments/search_benchmark.py --short). An epochs budget is counted with the base data.batch_size."""
+    sweeper = config.hydra.sweeper
+    ratio = sweeper.get("min_budget_ratio", 0) or 0
+    if not str(sweeper.get("_target_", "")).endswith("HalvingSweeper") or ratio <= 0:
+        return
+    trainer = config.trainer
+    probe = trainer.warmup_steps + sweeper.probe_steps
+    full = trainer.max_steps
+    if full is None:
+        from fastgpu.zoo.data import build_data
+
+        steps_per_epoch = len(build_data(config.data, trainer.seed).train) // trainer.accumulate_grad_batches
+        full = trainer.epochs * steps_per_epoch
+    if full < ratio * probe:
+        from fastgpu.errors import FastGPUError
+
+        raise FastGPUError(
+            f"hydra/sweeper=halving: the full budget ({full} steps a point) is only {full / probe:.1f}x the probe "
+            f"({probe} steps, warm-up included), and every rung pays each point's fixed cost again (its start, data "
+            f"and evaluation: time_to_first_step_s and eval_time_s in metrics.json), so halving would cost more than "
+            f"the grid; drop hydra/sweeper=halving, give the points a budget of {ratio:g}+ probes (trainer.max_steps "
+            "or trainer.epochs) or a shorter probe (hydra.sweeper.probe_steps), or set hydra.sweeper.min_budget_ratio=0"
+        )

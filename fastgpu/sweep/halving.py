@@ -39,6 +39,7 @@ class HalvingSweeper(AdaptiveSweeper):
         repeats: int = 1,
         order: str = "shuffle",
         seed: int = 0,
+        min_budget_ratio: float = 10,
     ):
         super().__init__(params)
         if eta < 2 or probe_steps < 1 or final_points < 1:
@@ -64,7 +65,6 @@ class HalvingSweeper(AdaptiveSweeper):
             results = self.run_rung(grid, alive, rung, None if final else budget)
             if baseline is None:
                 baseline = self._baseline(grid, results)
-                self.warn_if_short(results, budget)
             rungs.append({"rung": rung, "max_steps": None if final else budget, "points": results})
             if final:
                 for result in results:
@@ -142,20 +142,6 @@ class HalvingSweeper(AdaptiveSweeper):
         trainer = self.config.trainer
         per_epoch = max((r.get("steps_per_epoch") or 0 for r in results), default=0)
         return trainer.max_steps or (trainer.epochs * per_epoch) or None
-
-    def warn_if_short(self, results: list, probe: int) -> None:
-        """Halving pays each point's fixed cost (start-up, data, evaluation, export) again in every rung: it is
-        cheaper than the grid only when the full budget is many probes long. Say so when it is under 10x."""
-        full = self.full_steps(results)
-        if full and full < 10 * probe:
-            import sys
-
-            print(
-                f"fastgpu: warning: halving: the full budget ({full} steps) is only {full / probe:.1f}x the probe "
-                f"({probe} steps, warm-up included); below 10x, halving can cost more than running the whole grid "
-                "(drop hydra/sweeper=halving, or lower hydra.sweeper.probe_steps)",
-                file=sys.stderr,
-            )
 
     def rung_point(self, point: list, rung: int, budget) -> list:
         """A grid point's overrides for a rung: its budget (none in the last rung: the run's own), log steps
