@@ -1,6 +1,6 @@
 """The sweep report: results.csv, report.md, plots and a one-line recommendation, from a multirun dir.
 
-    python -m fastgpu.results.report outputs/multirun/2026-11-26/13-30-00 [--baseline precision=fp32] [--tolerance 0.01]
+    python -m fastgpu report outputs/multirun/DATE/TIME [--baseline precision=fp32] [--tolerance 0.01]
 
 Runs by itself at the end of every multirun (fastgpu.sweep.callbacks.SweepReport) and on demand, also
 while or after jobs run elsewhere (Slurm): it reads only the files in the sweep dir.
@@ -433,10 +433,8 @@ def where_time_goes(points: list, n: int = 5) -> list:
     return lines + [""]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fastgpu.results.report", description="Build the report of a FastGPU sweep dir."
-    )
+def main(argv=None, prog: str = "python -m fastgpu report") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Build the report of a FastGPU sweep dir.")
     parser.add_argument("sweep_dir")
     parser.add_argument(
         "--baseline", nargs="*", default=None, help="overrides naming the baseline point, e.g. precision=fp32"
@@ -446,11 +444,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--min-gain", type=float, default=None, help="speed-up a point must reliably beat (0.03)")
     args = parser.parse_args(argv)
+    name = prog.removeprefix("python -m ")
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         print(
-            f"fastgpu.results.report: error: {sweep_dir} is not a directory; "
-            "pass a multirun dir such as outputs/multirun/DATE/TIME",
+            f"{name}: error: {sweep_dir} is not a directory; pass a multirun dir such as outputs/multirun/DATE/TIME",
             file=sys.stderr,
         )
         return 2
@@ -468,7 +466,8 @@ def main(argv=None) -> int:
     report = build_report(sweep_dir, baseline, tolerance, min_gain, floor)
     if not report["rows"]:
         print(
-            f"fastgpu.results.report: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}",
+            f"{name}: error: no sweep points (numbered dirs with .hydra/) in {sweep_dir}; pass a multirun dir such as "
+            "outputs/multirun/DATE/TIME",
             file=sys.stderr,
         )
         return 2
@@ -476,9 +475,9 @@ def main(argv=None) -> int:
     print(report["recommendation"])
     print(f"report: {sweep_dir / 'report.md'}")
     for row in report["unreadable"]:
-        print(f"fastgpu.results.report: {row['error']}", file=sys.stderr)
+        print(f"{name}: {row['error']}", file=sys.stderr)
     if len(report["unreadable"]) == len(report["rows"]):
-        print(f"fastgpu.results.report: error: no point of {sweep_dir} has readable results", file=sys.stderr)
+        print(f"{name}: error: no point of {sweep_dir} has readable results", file=sys.stderr)
         return 2
     return 1 if report["failed"] else 0
 

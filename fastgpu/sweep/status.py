@@ -1,6 +1,6 @@
 """Where every point of a sweep stands, from the files in the sweep dir (and Slurm's accounting if present).
 
-    python -m fastgpu.sweep.status outputs/multirun/2026-11-26/14-30-00
+    python -m fastgpu status outputs/multirun/DATE/TIME
 
 One line per point: state (pending, running, ok, failed, oom, diverged, interrupted, requeued, cancelled), Slurm
 job id, elapsed time, and the log to read.
@@ -83,15 +83,23 @@ def point_states(sweep_dir: Path) -> list:
     return states
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastgpu.sweep.status", description=__doc__.splitlines()[0])
+def main(argv=None, prog: str = "python -m fastgpu status") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
+    name = prog.removeprefix("python -m ")
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
-        print(f"fastgpu.sweep.status: error: {sweep_dir} is not a directory; pass a multirun dir", file=sys.stderr)
+        print(f"{name}: error: {sweep_dir} is not a directory; pass a multirun dir", file=sys.stderr)
         return 2
     states = point_states(sweep_dir)
+    if not states and not (sweep_dir / "multirun.yaml").exists():  # a run's dir, or any other
+        print(
+            f"{name}: error: {sweep_dir} holds no sweep (no multirun.yaml, no numbered point dirs); pass a multirun "
+            "dir such as outputs/multirun/DATE/TIME",
+            file=sys.stderr,
+        )
+        return 2
     slurm = any(s["job_id"] != "-" for s in states)  # a local sweep's points have no job to name
     job = (lambda s: f"{s['job_id']:<9} ") if slurm else (lambda s: "")
     if states:
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no points")
     for s in states:
         if s["state"] == UNREADABLE:
-            print(f"fastgpu.sweep.status: {s['error']}", file=sys.stderr)
+            print(f"{name}: {s['error']}", file=sys.stderr)
     return 1 if states and all(s["state"] == UNREADABLE for s in states) else 0
 
 
