@@ -241,3 +241,18 @@ def test_out_of_memory_becomes_an_oom_record_with_the_batch_size():
         and "data.batch_size=4096" in record["error"]
         and "lower data.batch_size" in record["error"]
     )
+
+
+def test_the_short_results_commands_work_and_refuse_a_missing_or_foreign_dir_in_one_line(sweep_2x2, tmp_path):
+    sweep_dir, _ = sweep_2x2
+    report = run_cli("report", str(sweep_dir))
+    assert report.returncode == 0 and "Recommendation: " in report.stdout, report.stderr
+    status = run_cli("status", str(sweep_dir))
+    assert status.returncode == 0 and status.stdout.strip().endswith("4 ok"), status.stderr
+    assert "usage: python -m fastgpu report" in run_cli("report", "--help").stdout
+    for verb in ("report", "status"):
+        for where, words in ((tmp_path / "missing", "is not a directory"), (tmp_path, "pass a multirun dir")):
+            refused = run_cli(verb, str(where))
+            assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+            (line,) = refused.stderr.strip().splitlines()
+            assert line.startswith(f"fastgpu {verb}: error: ") and words in line

@@ -1,6 +1,6 @@
 """Re-load a run's exported model and evaluate it on the run's validation data.
 
-    python -m fastgpu.compress.evaluate outputs/2026-11-26/13-11-04
+    python -m fastgpu.compress.evaluate outputs/DATE/TIME
 
 Prints accuracy, precision, recall and F1 next to the values recorded in the run's metrics.json.
 """

@@ -2,10 +2,11 @@
 fork server that never touched CUDA and never imported the user's modules (see this package's docstring).
 
 In one process, a point inherits what the points before it left: allocator state and a grown heap, dynamo caches,
-threads, deterministic flags, a lifetime peak RSS, W&B's service (measured 2026-11: the second of two identical
-points ran 24-32% slower). A fork from the sweep's own process is not safe either: once the user's module ran
-`torch.cuda.is_available()` there, every later fork is a "bad fork" that cannot use CUDA. The fork server starts
-each point from the same untouched state at a cost of milliseconds, with torch, FastGPU, Hydra and W&B imported.
+threads, deterministic flags, a lifetime peak RSS, W&B's service (the second of two identical points ran 24-32%
+slower: experiments/isolation.py, docs/performance.md). A fork from the sweep's own process is not safe either:
+once the user's module ran `torch.cuda.is_available()` there, every later fork is a "bad fork" that cannot use CUDA.
+The fork server starts each point from the same untouched state at a cost of milliseconds, with torch, FastGPU,
+Hydra and W&B imported.
 
 Points run one at a time. A point killed by a signal (SIGKILL, the out-of-memory killer, a segfault) is one failed
 point: the sweep writes its record (signal, peak memory), goes on and reports it; `+resume=true` reruns it alone,
