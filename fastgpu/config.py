@@ -185,9 +185,21 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def deploys(cfg) -> bool:
-    """Whether the run exports its model and times inference: `deploy`, where auto means when it compresses."""
+    """Whether the run exports its model and times inference: `deploy`; auto means where it compresses, or where its
+    command chose a compression (`compression=none` in a sweep over compression: the reference the others are
+    compared with)."""
     deploy = cfg.get("deploy", "auto")  # absent from configs saved before the key existed
-    return cfg.compression.name != "none" if deploy == "auto" else bool(deploy)
+    if deploy != "auto":
+        return bool(deploy)
+    return cfg.compression.name != "none" or _compression_chosen()
+
+
+def _compression_chosen() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.lstrip("+").startswith("compression") for o in HydraConfig.get().overrides.task)
 
 
 def compile_mode(cfg):

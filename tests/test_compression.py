@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
     out = {}
     root = tmp_path_factory.mktemp("compression")
     for option in ["none", "prune", "quantize_dynamic", "quantize_static", "qat", "prune_structured"]:
-        launch(compose_cfg(f"compression={option}", *BASE), root / option)
+        launch(compose_cfg(f"compression={option}", "deploy=true", *BASE), root / option)  # none: the reference
         out[option] = (root / option, read_metrics(root / option))
     os.environ.pop("WANDB_MODE")
     return out

@@ -88,16 +88,26 @@ class ReportLogger:
             print(f"fastgpu: warning: W&B's sweep report did not finish in {self.FINISH_TIMEOUT_S} s", file=sys.stderr)
 
 
+def end_own_children() -> None:
+    """SIGKILL this process's children (W&B's service runs in a session of its own and outlives its parent)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
 def main(argv=None) -> int:
     sweep_dir = Path((sys.argv[1:] if argv is None else argv)[0])
-    try:
-        os.nice(10)
-    except OSError:
-        pass
     import threading
 
     from fastgpu.results.wandb_logger import open_run
-    from fastgpu.results.wandb_sidecar import watch_the_run
+    from fastgpu.results.wandb_sidecar import in_the_background, watch_the_run
+
+    in_the_background()
+    sweep_pid = os.getppid()
 
     done = threading.Event()
     watch_the_run(sys.stdin.fileno(), done)  # a byte from the sweep at its end (or the sweep gone)
@@ -107,6 +117,9 @@ def main(argv=None) -> int:
         if start["mode"] != "online":  # opened while the points run; online waits for them to learn the server's
             run = open_run(start["mode"], "off", **start["init"])  # state, so that a dead one is tried once
         done.wait()
+        if os.getppid() != sweep_pid:  # the sweep was killed: nobody waits for its report, and nothing is left behind
+            end_own_children()
+            os._exit(1)
         if run is None:
             run = open_run(start["mode"], "off", start["unreachable_marker"], **start["init"])
         path = sweep_dir / SPEC_FILE

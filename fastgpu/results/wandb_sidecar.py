@@ -87,6 +87,18 @@ def follow(run_dir: Path, spec: dict, trainer_done: threading.Event) -> int:
     return 0
 
 
+def in_the_background() -> None:
+    """Lower priority (training comes first on few cores), and the signals meant for the run or sweep left to it."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
 def watch_the_run(done_fd: int, done: threading.Event) -> None:
     """Set `done` when the run says so (a byte on the pipe), or its end of the pipe closes, or it is gone (this
     process is handed to another parent). Not EOF alone: a process the run forked (a data-loader worker) may hold
@@ -107,11 +119,10 @@ def watch_the_run(done_fd: int, done: threading.Event) -> None:
 
 
 def run_sidecar(run_dir: Path, done_fd: int) -> int:
-    """Follow the run in `run_dir` until `done_fd` (the read end of a pipe only the run holds open) reaches EOF."""
-    try:
-        os.nice(10)
-    except OSError:
-        pass
+    """Follow the run in `run_dir` until it is done (watch_the_run). Signals meant for the run (Ctrl-C in its
+    terminal, Slurm's SIGTERM to every process of a job) are left to it: this process ends when the run does, after
+    logging what it recorded."""
+    in_the_background()
     spec = json.loads((Path(run_dir) / SPEC_FILE).read_text())
     trainer_done = threading.Event()
 
