@@ -1,6 +1,9 @@
 """Sweeps: one comparable result per point, failures recorded, resume, W&B groups, the sweep report."""
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,6 +253,9 @@ def test_the_short_results_commands_work_and_refuse_a_missing_or_foreign_dir_in_
     status = run_cli("status", str(sweep_dir))
     assert status.returncode == 0 and status.stdout.strip().endswith("4 ok"), status.stderr
     assert "usage: python -m fastgpu report" in run_cli("report", "--help").stdout
+    console = Path(sys.executable).with_name("fastgpu")  # the console script pip installed beside python
+    same = subprocess.run([str(console), "status", str(sweep_dir)], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and same.stdout == status.stdout
     for verb in ("report", "status"):
         for where, words in ((tmp_path / "missing", "is not a directory"), (tmp_path, "pass a multirun dir")):
             refused = run_cli(verb, str(where))
