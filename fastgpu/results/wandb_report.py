@@ -107,19 +107,19 @@ def main(argv=None) -> int:
     from fastgpu.results.wandb_sidecar import in_the_background, watch_the_run
 
     in_the_background()
-    sweep_pid = os.getppid()
+
+    def sweep_killed():  # nobody waits for its report: end at once, whatever W&B is doing, and leave nothing behind
+        end_own_children()
+        os._exit(1)
 
     done = threading.Event()
-    watch_the_run(sys.stdin.fileno(), done)  # a byte from the sweep at its end (or the sweep gone)
+    watch_the_run(sys.stdin.fileno(), done, sweep_killed)  # a byte from the sweep at its end (or the sweep gone)
     try:
         start = json.loads((sweep_dir / START_FILE).read_text())
         run = None
         if start["mode"] != "online":  # opened while the points run; online waits for them to learn the server's
             run = open_run(start["mode"], "off", **start["init"])  # state, so that a dead one is tried once
         done.wait()
-        if os.getppid() != sweep_pid:  # the sweep was killed: nobody waits for its report, and nothing is left behind
-            end_own_children()
-            os._exit(1)
         if run is None:
             run = open_run(start["mode"], "off", start["unreachable_marker"], **start["init"])
         path = sweep_dir / SPEC_FILE

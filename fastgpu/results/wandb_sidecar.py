@@ -99,10 +99,10 @@ def in_the_background() -> None:
         pass
 
 
-def watch_the_run(done_fd: int, done: threading.Event) -> None:
+def watch_the_run(done_fd: int, done: threading.Event, parent_gone=None) -> None:
     """Set `done` when the run says so (a byte on the pipe), or its end of the pipe closes, or it is gone (this
-    process is handed to another parent). Not EOF alone: a process the run forked (a data-loader worker) may hold
-    the pipe's write end open after the run is done."""
+    process is handed to another parent; `parent_gone` is called then, from the watching thread). Not EOF alone: a
+    process the run forked (a data-loader worker) may hold the pipe's write end open after the run is done."""
     parent = os.getppid()
 
     def read_pipe():
@@ -112,6 +112,8 @@ def watch_the_run(done_fd: int, done: threading.Event) -> None:
     def watch_parent():
         while not done.wait(POLL_S):
             if os.getppid() != parent:
+                if parent_gone is not None:
+                    parent_gone()
                 done.set()
 
     threading.Thread(target=read_pipe, daemon=True).start()
