@@ -3,10 +3,10 @@ and `status DIR` are the results commands (fastgpu/cli.py)."""
 
 import sys
 
-if __name__ == "__main__" and sys.argv[1:2] and sys.argv[1] in ("report", "status"):  # before Hydra and torch load
-    from fastgpu.cli import run_verb
+if __name__ == "__main__":  # the results verbs, before Hydra and torch load
+    from fastgpu.cli import run_verb_if_asked
 
-    sys.exit(run_verb(sys.argv[1], sys.argv[2:]))
+    run_verb_if_asked()
 
 import dataclasses
 import difflib

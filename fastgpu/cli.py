@@ -12,9 +12,14 @@ def run_verb(verb: str, argv: list) -> int:
     return importlib.import_module(VERBS[verb]).main(argv, prog=f"python -m fastgpu {verb}")
 
 
-def main() -> None:
+def run_verb_if_asked() -> None:
+    """`report DIR` or `status DIR` as the command's first word: run that verb and exit."""
     if sys.argv[1:2] and sys.argv[1] in VERBS:
         sys.exit(run_verb(sys.argv[1], sys.argv[2:]))
+
+
+def main() -> None:
+    run_verb_if_asked()
     from fastgpu.__main__ import cli, exit_without_teardown
 
     exit_without_teardown(cli)

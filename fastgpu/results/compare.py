@@ -63,7 +63,7 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor
 
     reliable = [r for r in above if reliable_gain(r)]
     what = "faster at inference" if inference else "faster"
-    compared = max((r.get("comparisons") or 0 for r in rows), default=0)
+    compared = settings_compared(rows)
     if not reliable:
         closest = max(measured, key=lambda r: r[key], default=None)
         best = ""
@@ -114,6 +114,11 @@ def recommend(rows: list, tolerance: float, min_gain: float = 0.03, device_floor
         f"{unit_of(rows)}/s), "
         f"{accuracy}" + "".join(f", {c}" for c in costs) + "." + selection
     )
+
+
+def settings_compared(rows: list) -> int:
+    """How many settings were compared with the baseline over runs: the family Holm corrected over (report.py)."""
+    return max((r.get("comparisons") or 0 for r in rows), default=0)
 
 
 def timed_together(rows: list) -> list:

@@ -21,6 +21,7 @@ from fastgpu.results.compare import (
     recommend,
     runs_of,
     setting_of,
+    settings_compared,
     timed_together,
 )
 from fastgpu.results.figures import BY_KEY, csv_keys, in_unit, report_columns, show, unit_of
@@ -102,8 +103,9 @@ def _ratio(a, b):
 def _speedup(m: dict, base: dict, min_gain: float) -> dict:
     """A point's speed-up over the baseline (stats.compare: Welch over runs, or within-run with one run of either);
     the plain ratio of throughputs where a point recorded no intervals."""
-    if runs_of(m) and runs_of(base):
-        c = compare(runs_of(m), runs_of(base), min_gain)
+    runs, base_runs = runs_of(m), runs_of(base)
+    if runs and base_runs:
+        c = compare(runs, base_runs, min_gain)
         return {
             "speedup": c.ratio,
             "speedup_low": c.low,
@@ -143,7 +145,7 @@ def power_note(points: list, rows: list, min_gain: float) -> str:
     sd, df = run_noise(settings)
     if sd is None:
         return ""
-    compared = max(sum(1 for r in rows if r["status"] == "ok" and not r["baseline"]), 1)
+    compared = max(settings_compared(rows), 1)  # the family Holm corrected over
     upper = noise_upper(sd, df)
     needs = []
     for gain in (0.10, 0.20):

@@ -66,8 +66,14 @@ class Run:
     @property
     def throughput(self) -> Optional[float]:
         """Units over seconds of the whole timed window (a stall counts for its whole length)."""
-        seconds = sum(self.seconds)
-        return sum(r * s for r, s in zip(self.rates, self.seconds)) / seconds if seconds > 0 else None
+        return pooled_rate([self])
+
+
+def pooled_rate(runs: list) -> Optional[float]:
+    """The runs' units over their seconds, as one stream; None where no time was timed."""
+    units = sum(r * s for run in runs for r, s in zip(run.rates, run.seconds))
+    seconds = sum(s for run in runs for s in run.seconds)
+    return units / seconds if seconds > 0 else None
 
 
 def block_length(count: int) -> int:
@@ -97,15 +103,12 @@ def throughput_ci(runs, seed: int = 0) -> tuple:
     """(throughput, low, high) of one run, or of several as one stream: their units over their seconds, with the
     within-run block-bootstrap interval; (throughput, None, None) under 3 intervals."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
-    units = sum(r * s for run in runs for r, s in zip(run.rates, run.seconds))
-    seconds = sum(s for run in runs for s in run.seconds)
-    if seconds <= 0:
-        return None, None, None
-    if sum(len(run.rates) for run in runs) < 3:
-        return units / seconds, None, None
+    rate = pooled_rate(runs)
+    if rate is None or sum(len(run.rates) for run in runs) < 3:
+        return rate, None, None
     u, s = _resampled_work(runs, RESAMPLES, np.random.default_rng(seed))
     rates = u / s
-    return units / seconds, float(np.quantile(rates, ALPHA)), float(np.quantile(rates, 1 - ALPHA))
+    return rate, float(np.quantile(rates, ALPHA)), float(np.quantile(rates, 1 - ALPHA))
 
 
 def median_ci(values: list, seed: int = 0) -> tuple:
@@ -117,8 +120,13 @@ def median_ci(values: list, seed: int = 0) -> tuple:
     median = float(np.median(values))
     if len(values) < 3:
         return median, None, None
-    medians = np.median(values[block_indices(len(values), RESAMPLES, np.random.default_rng(seed))], axis=1)
+    medians = _block_medians(values, np.random.default_rng(seed))
     return median, float(np.quantile(medians, ALPHA)), float(np.quantile(medians, 1 - ALPHA))
+
+
+def _block_medians(values: np.ndarray, rng) -> np.ndarray:
+    """Medians of RESAMPLES moving-block resamples of one series."""
+    return np.median(values[block_indices(len(values), RESAMPLES, rng)], axis=1)
 
 
 def stall_ratio(rates: list) -> Optional[float]:
@@ -143,10 +151,18 @@ def setting_ci(runs: list) -> tuple:
     over runs (two runs or more), else its one run's within-run interval."""
     if len(runs) < 2:
         return (*throughput_ci(runs), WITHIN_RUN)
-    logs = _logs(runs)
-    centre, m = float(logs.mean()), len(logs)
-    half = float(_special().stdtrit(m - 1, 1 - ALPHA)) * float(logs.std(ddof=1)) / math.sqrt(m)
-    return math.exp(centre), math.exp(centre - half), math.exp(centre + half), RUN_TO_RUN
+    return (*geometric_mean_ci([run.throughput for run in runs]), RUN_TO_RUN)
+
+
+def geometric_mean_ci(values: list) -> tuple:
+    """(geometric mean, low, high): a t interval on the logs of independent values (runs, rounds) around their mean;
+    (value, None, None) for one value."""
+    logs = np.log(np.asarray([v for v in values if v], dtype=float))
+    if len(logs) < 2:
+        return (float(np.exp(logs[0])) if len(logs) else None), None, None
+    half = float(_special().stdtrit(len(logs) - 1, 1 - ALPHA)) * float(logs.std(ddof=1)) / math.sqrt(len(logs))
+    centre = float(logs.mean())
+    return math.exp(centre), math.exp(centre - half), math.exp(centre + half)
 
 
 @dataclass(frozen=True)
@@ -186,7 +202,7 @@ def compare(a: list, b: list, min_gain: float = 0.03, seed: int = 0) -> Comparis
         margin = diff - math.log1p(min_gain)
         p = float(_special().stdtr(df, -margin / se)) if se > 0 else float(margin <= 0)
         return Comparison(math.exp(diff), math.exp(diff - half), math.exp(diff + half), RUN_TO_RUN, p, se, df)
-    ratio = throughput_ci(a)[0] / throughput_ci(b)[0]
+    ratio = pooled_rate(a) / pooled_rate(b)
     if sum(len(r.rates) for r in a) < 3 or sum(len(r.rates) for r in b) < 3:
         return Comparison(ratio)
     rng = np.random.default_rng(seed)
@@ -215,6 +231,11 @@ def holm(p_values: list, alpha: float = ALPHA) -> list:
     return rejected
 
 
+def _strictest_critical(df: float, comparisons: int) -> float:
+    """The t a comparison must clear at Holm's first (strictest) step over `comparisons`: level ALPHA / comparisons."""
+    return float(_special().stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
+
+
 def _power(shift: float, df: float, critical: float) -> float:
     """P(t > critical) for a noncentral t with `df` and noncentrality `shift`."""
     return 1.0 - float(_special().nctdtr(df, shift, critical))
@@ -225,7 +246,7 @@ def detectable_speedup(se: float, df: float, comparisons: int, min_gain: float =
     with 80% power, at Holm's strictest level over `comparisons` (ALPHA / comparisons)."""
     if not se or not df:
         return None
-    critical = float(_special().stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
+    critical = _strictest_critical(df, comparisons)
     low, high = 0.0, 100.0
     for _ in range(60):  # bisection on the noncentrality
         mid = (low + high) / 2
@@ -242,7 +263,7 @@ def runs_needed(noise_sd: float, gain: float, comparisons: int, min_gain: float 
         return None
     for n in range(2, most + 1):
         se, df = noise_sd * math.sqrt(2 / n), n - 1  # Welch's degrees of freedom are at least n - 1: the safe side
-        critical = float(_special().stdtrit(df, 1 - ALPHA / max(comparisons, 1)))
+        critical = _strictest_critical(df, comparisons)
         if noise_sd == 0 or _power(margin / se, df, critical) >= POWER:
             return n
     return None
@@ -276,19 +297,11 @@ def within_run_ratio_ci(a: list, b: list, seed: int = 0) -> tuple:
     if len(a) < 3 or len(b) < 3:
         return ratio, None, None
     rng = np.random.default_rng(seed)
-    ratios = np.median(a[block_indices(len(a), RESAMPLES, rng)], axis=1) / np.median(
-        b[block_indices(len(b), RESAMPLES, rng)], axis=1
-    )
+    ratios = _block_medians(a, rng) / _block_medians(b, rng)
     return ratio, float(np.quantile(ratios, ALPHA)), float(np.quantile(ratios, 1 - ALPHA))
 
 
-def paired_ratio_ci(ratios: list, level: float = LEVEL) -> tuple:
+def paired_ratio_ci(ratios: list) -> tuple:
     """(geometric mean, low, high) of per-round ratios of two settings alternated in one process (+experiment=ab):
-    a t-interval on the log ratios (rounds are independent pairs) around their mean."""
-    logs = np.log(np.asarray(ratios, dtype=float))
-    if len(logs) < 2:
-        return (float(np.exp(logs[0])) if len(logs) else None), None, None
-    quantile = float(_special().stdtrit(len(logs) - 1, 1 - (1 - level) / 2))
-    half = quantile * float(logs.std(ddof=1)) / math.sqrt(len(logs))
-    centre = float(logs.mean())
-    return float(np.exp(centre)), float(np.exp(centre - half)), float(np.exp(centre + half))
+    rounds are independent pairs, so the t interval of geometric_mean_ci on their ratios."""
+    return geometric_mean_ci(ratios)

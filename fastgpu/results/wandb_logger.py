@@ -73,8 +73,6 @@ class WandbLogger:
     hold up or slow training. The sidecar starts before the job builds (at a lower priority), so its start-up
     overlaps the build, not the timed steps. With W&B disabled nothing of W&B starts."""
 
-    FINISH_TIMEOUT_S = 60  # after training: how long the run waits for W&B to log the rest before leaving it
-
     def __init__(self, cfg, out_dir: Path, resume_id=None, start_line: int = 0, unreachable_marker=None):
         import subprocess
 
@@ -129,24 +127,14 @@ class WandbLogger:
     def close(self) -> None:
         """The run is done (metrics.json written, or it failed): W&B logs the rest and finishes; a W&B that does not
         finish within FINISH_TIMEOUT_S is ended, and the local record stands."""
-        import subprocess
+        from fastgpu.results.wandb_sidecar import FINISH_TIMEOUT_S, finish_logger
 
         process, self.process = self.process, None
         if process is None:
             return
-        try:
-            process.stdin.write(b"x")  # done: the logger logs the rest and finishes
-            process.stdin.close()
-        except OSError:  # it is gone already
-            pass
-        try:
-            code = process.wait(timeout=self.FINISH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=self.FINISH_TIMEOUT_S)
-            code = "hung"
+        code = finish_logger(process)
         if code != 0:
-            why = f"it did not finish in {self.FINISH_TIMEOUT_S} s" if code == "hung" else f"it ended with {code}"
+            why = f"it did not finish in {FINISH_TIMEOUT_S} s" if code == "hung" else f"it ended with {code}"
             print(
                 f"fastgpu: warning: W&B's logger did not complete ({why}); history.jsonl and metrics.json hold the "
                 f"run; an offline run can be uploaded with `wandb sync {self.out_dir / 'wandb'}`",

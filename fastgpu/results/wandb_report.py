@@ -20,9 +20,7 @@ SEARCH_KEYS = ("sweep_cost_saved", "device_hours_spent", "device_hours_full_grid
 
 class ReportLogger:
     """The sweep's side: start the process (it opens the run at once), hand it the report, wait for it
-    (FINISH_TIMEOUT_S at most)."""
-
-    FINISH_TIMEOUT_S = 60
+    (wandb_sidecar.FINISH_TIMEOUT_S at most)."""
 
     def __init__(self, cfg, sweep_dir: Path, group: str):
         import subprocess
@@ -70,22 +68,11 @@ class ReportLogger:
         self.close()
 
     def close(self) -> None:
-        import subprocess
+        from fastgpu.results.wandb_sidecar import FINISH_TIMEOUT_S, finish_logger
 
         process, self.process = self.process, None
-        if process is None:
-            return
-        try:
-            process.stdin.write(b"x")  # done: the report (or none) is in SPEC_FILE
-            process.stdin.close()
-        except OSError:
-            pass
-        try:
-            process.wait(timeout=self.FINISH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            print(f"fastgpu: warning: W&B's sweep report did not finish in {self.FINISH_TIMEOUT_S} s", file=sys.stderr)
+        if process is not None and finish_logger(process) == "hung":
+            print(f"fastgpu: warning: W&B's sweep report did not finish in {FINISH_TIMEOUT_S} s", file=sys.stderr)
 
 
 def end_own_children() -> None:

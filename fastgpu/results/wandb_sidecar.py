@@ -21,6 +21,25 @@ from pathlib import Path
 SPEC_FILE = "wandb_sidecar.json"  # what the run asks: mode, console, wandb.init's arguments, first history line
 NAME_FILE = "wandb_name.json"  # the run's name and tags by what ran (written once the job is built)
 POLL_S = 0.5
+FINISH_TIMEOUT_S = 60  # how long a run or sweep waits, at its end, for its W&B process to log the rest
+
+
+def finish_logger(process):
+    """Tell a W&B process (this module's, or fastgpu/results/wandb_report.py's) that its run or sweep is done, and
+    wait for it: its exit code, or "hung" where it did not end within FINISH_TIMEOUT_S (it is then killed)."""
+    import subprocess
+
+    try:
+        process.stdin.write(b"x")  # done: log the rest and finish
+        process.stdin.close()
+    except OSError:  # it is gone already
+        pass
+    try:
+        return process.wait(timeout=FINISH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=FINISH_TIMEOUT_S)
+        return "hung"
 
 
 class HistoryTail:
