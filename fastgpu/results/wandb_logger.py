@@ -109,10 +109,9 @@ class WandbLogger:
             "unreachable_marker": str(unreachable_marker) if unreachable_marker else None,
         }
         atomic_write(self.out_dir / SPEC_FILE, json.dumps(spec, default=str))
-        if "wandb" in sys.modules:  # warm (a point of a fork server): fork the logger, W&B's import already done
+        if "wandb" in sys.modules:  # warm (a point of a fork server, which imports W&B first): fork the logger
             self.process = ForkedSidecar(self.out_dir)
         else:
-            WARM_FOR_NEXT_POINTS.add("wandb")
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir)], stdin=subprocess.PIPE
             )
@@ -140,11 +139,6 @@ class WandbLogger:
                 f"run; an offline run can be uploaded with `wandb sync {self.out_dir / 'wandb'}`",
                 file=sys.stderr,
             )
-
-
-# what a fork server should import before forking the next point: a point that started W&B's logger cold asks for
-# W&B warm, so that later points fork their logger with W&B already imported (fastgpu/sweep/isolation/point.py)
-WARM_FOR_NEXT_POINTS: set = set()
 
 
 class ForkedSidecar:

@@ -46,9 +46,7 @@ def run_point(init: dict, config, payload_path: Path, server_pid: int):
         kind, value = "exit", code
     except BaseException as exc:  # noqa: BLE001 - anything the point raised is the sweep's to report
         code, kind, value = 1, "error", crashed(exc)
-    from fastgpu.results.wandb_logger import WARM_FOR_NEXT_POINTS  # a logger's child imported these, not the point
-
-    imported = [name for name in sys.modules if name not in before] + sorted(WARM_FOR_NEXT_POINTS)
+    imported = [name for name in sys.modules if name not in before]
     try:
         write_payload(payload_path, kind, value, imported)
         atexit._run_exitfuncs()  # the point's own: W&B's teardown, its locks
