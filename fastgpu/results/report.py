@@ -145,16 +145,17 @@ def power_note(points: list, rows: list, min_gain: float) -> str:
     sd, df = run_noise(settings)
     if sd is None:
         return ""
-    compared = max(settings_compared(rows), 1)  # the family Holm corrected over
+    compared = settings_compared(rows)  # the family Holm corrected over (none yet: a single comparison is planned)
     upper = noise_upper(sd, df)
     needs = []
     for gain in (0.10, 0.20):
-        n = runs_needed(upper, gain, compared, min_gain)
+        n = runs_needed(upper, gain, max(compared, 1), min_gain)
         needs.append(f"{gain:.0%}: {'over 200' if n is None else f'about {n}'}")
+    family = f"with {compared} setting{'s' if compared > 1 else ''} compared" if compared else "in one comparison"
     return (
         f"Power: run-to-run noise {sd:.1%} a run (sd of log throughput over {df} degrees of freedom; planned at its "
-        f"80% upper bound, {upper:.1%}); to call a gain reliable 8 times in 10 with {compared} "
-        f"setting{'s' if compared > 1 else ''} compared, runs a setting (trainer.repeats) for {needs[0]}, {needs[1]}."
+        f"80% upper bound, {upper:.1%}); to call a gain reliable 8 times in 10 {family}, runs a setting "
+        f"(trainer.repeats) for {needs[0]}, {needs[1]}."
     )
 
 
