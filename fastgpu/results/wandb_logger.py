@@ -113,7 +113,8 @@ class WandbLogger:
             self.process = ForkedSidecar(self.out_dir)
         else:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir)], stdin=subprocess.PIPE
+                [sys.executable, "-m", "fastgpu.results.wandb_sidecar", str(self.out_dir), str(os.getpid())],
+                stdin=subprocess.PIPE,
             )
 
     def rename(self, name: str, tags: list) -> None:
@@ -149,6 +150,7 @@ class ForkedSidecar:
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
             code = 1
@@ -156,7 +158,7 @@ class ForkedSidecar:
                 os.close(write_end)
                 from fastgpu.results.wandb_sidecar import run_sidecar
 
-                code = run_sidecar(run_dir, read_end)
+                code = run_sidecar(run_dir, read_end, parent)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -2,7 +2,7 @@
 process the sweep starts when it starts: W&B's import and its service overlap the sweep's points, and at the end only
 the run itself is left to log.
 
-    python -m fastgpu.results.wandb_report SWEEP_DIR     # started by fastgpu/sweep/callbacks.py
+    python -m fastgpu.results.wandb_report SWEEP_DIR SWEEP_PID   # started by fastgpu/sweep/callbacks.py
 
 It opens the run at once, waits for the sweep's word on its stdin (or for the sweep to be gone), then logs what the
 sweep wrote into SWEEP_DIR/wandb_report.json (a stopped sweep's run ends as failed), at a lower priority (nice 10).
@@ -46,7 +46,8 @@ class ReportLogger:
         }
         atomic_write(self.sweep_dir / START_FILE, json.dumps(start, default=str))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fastgpu.results.wandb_report", str(sweep_dir)], stdin=subprocess.PIPE
+            [sys.executable, "-m", "fastgpu.results.wandb_report", str(sweep_dir), str(os.getpid())],
+            stdin=subprocess.PIPE,
         )
 
     def log(self, report: dict) -> None:
@@ -87,7 +88,8 @@ def end_own_children() -> None:
 
 
 def main(argv=None) -> int:
-    sweep_dir = Path((sys.argv[1:] if argv is None else argv)[0])
+    argv = sys.argv[1:] if argv is None else argv  # SWEEP_DIR SWEEP_PID
+    sweep_dir, sweep_pid = Path(argv[0]), int(argv[1])
     import threading
 
     from fastgpu.results.wandb_logger import open_run
@@ -100,7 +102,9 @@ def main(argv=None) -> int:
         os._exit(1)
 
     done = threading.Event()
-    watch_the_run(sys.stdin.fileno(), done, sweep_killed)  # a byte from the sweep at its end (or the sweep gone)
+    watch_the_run(
+        sys.stdin.fileno(), done, sweep_pid, sweep_killed
+    )  # a byte from the sweep at its end (or the sweep gone)
     try:
         start = json.loads((sweep_dir / START_FILE).read_text())
         run = None

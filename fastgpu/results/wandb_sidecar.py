@@ -1,7 +1,7 @@
 """The W&B logger of one run, in a process of its own: it never holds up training, and nothing W&B does (its import,
 its service, a server that does not answer, a crash or a hang) can stop or slow it.
 
-    python -m fastgpu.results.wandb_sidecar RUN_DIR      # started by the run (fastgpu/results/wandb_logger.py)
+    python -m fastgpu.results.wandb_sidecar RUN_DIR RUN_PID   # started by the run (fastgpu/results/wandb_logger.py)
 
 (or forked from the run where W&B is already imported: a sweep point forked from a warm fork server).
 
@@ -118,11 +118,11 @@ def in_the_background() -> None:
         pass
 
 
-def watch_the_run(done_fd: int, done: threading.Event, parent_gone=None) -> None:
+def watch_the_run(done_fd: int, done: threading.Event, parent: int, parent_gone=None) -> None:
     """Set `done` when the run says so (a byte on the pipe), or its end of the pipe closes, or it is gone (this
-    process is handed to another parent; `parent_gone` is called then, from the watching thread). Not EOF alone: a
-    process the run forked (a data-loader worker) may hold the pipe's write end open after the run is done."""
-    parent = os.getppid()
+    process's parent is no longer `parent`, the pid the run gave before starting it: read here, it could already be
+    the reaper's; `parent_gone` is called then, from the watching thread). Not EOF alone: a process the run forked
+    (a data-loader worker) may hold the pipe's write end open after the run is done."""
 
     def read_pipe():
         os.read(done_fd, 1)
@@ -139,7 +139,7 @@ def watch_the_run(done_fd: int, done: threading.Event, parent_gone=None) -> None
     threading.Thread(target=watch_parent, daemon=True).start()
 
 
-def run_sidecar(run_dir: Path, done_fd: int) -> int:
+def run_sidecar(run_dir: Path, done_fd: int, parent: int) -> int:
     """Follow the run in `run_dir` until it is done (watch_the_run). Signals meant for the run (Ctrl-C in its
     terminal, Slurm's SIGTERM to every process of a job) are left to it: this process ends when the run does, after
     logging what it recorded."""
@@ -147,7 +147,7 @@ def run_sidecar(run_dir: Path, done_fd: int) -> int:
     spec = json.loads((Path(run_dir) / SPEC_FILE).read_text())
     trainer_done = threading.Event()
 
-    watch_the_run(done_fd, trainer_done)
+    watch_the_run(done_fd, trainer_done, parent)
     try:
         return follow(Path(run_dir), spec, trainer_done)
     except Exception as exc:
@@ -158,8 +158,8 @@ def run_sidecar(run_dir: Path, done_fd: int) -> int:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    return run_sidecar(Path(argv[0]), sys.stdin.fileno())
+    argv = sys.argv[1:] if argv is None else argv  # RUN_DIR RUN_PID
+    return run_sidecar(Path(argv[0]), sys.stdin.fileno(), int(argv[1]))
 
 
 if __name__ == "__main__":
